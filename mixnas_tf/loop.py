@@ -1,0 +1,403 @@
+"""The compiled steps and the training loop that every command shares.
+
+`Trainer` owns a `SwitchableResNet`, its optimizer state and (for a search) the mixture
+state, and exposes three compiled functions, each traced once per configuration:
+  - `train_step(config, model_index, images, labels)`: one SGD step on one weight set;
+  - `search_step(config, images, labels, val_images, val_labels)`: samples the weight set
+    from the balanced assignment, runs the same training body, forwards one validation
+    batch and updates the score matrix, all in one call (no host round trip);
+  - `eval_step(config, model_index, images, labels, mask)`: sums for accuracy and loss.
+The weight set is a tensor argument everywhere, so the number of compiled functions does
+not grow with K.
+
+`run_epochs` is the one loop (flax-style `for step, batch in zip(...)`): progress,
+TensorBoard scalars, checkpoints every epoch and on SIGINT/SIGTERM, resume.
+"""
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mixnas_tf import optim
+from mixnas_tf import workdir as workdir_lib
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def set_precision(precision: str) -> None:
+  """Sets Keras' global dtype policy; call before building the model."""
+  if precision not in PRECISIONS:
+    raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}. "
+                     f"Received: precision={precision!r}")
+  keras.mixed_precision.set_global_policy(precision)
+
+
+class MixtureState(tf.Module):
+  """The score matrix W [C, K] and the epoch's balancing, as variables of the step.
+
+  `log_divisor` [K] holds the log of the product of the column marginals that the epoch's
+  balancing divided by (mixture.balance), computed in float64 on the host: the divisors
+  themselves reach 1e-200 at T = 100..300 and would underflow in float32, their logs do
+  not. `temperature` is the epoch's T. Both are set on the host once per epoch; sampling
+  and the score update run inside the compiled step.
+  """
+
+  def __init__(self, num_configs: int, num_models: int, seed: int, ema_decay: float = 0.9):
+    super().__init__(name="mixture")
+    self.num_models = num_models
+    self.scores = tf.Variable(tf.ones([num_configs, num_models]), trainable=False,
+                              name="scores")
+    self.log_divisor = tf.Variable(tf.zeros([num_models]), trainable=False,
+                                   name="log_divisor")
+    self.temperature = tf.Variable(1.0, trainable=False, name="temperature")
+    self.seed = int(seed)
+    self.ema_decay = float(ema_decay)
+
+  def probs(self, config_index: int):
+    """p(m | c) [K]: softmax(T * W[c]) with the epoch's divisions re-applied."""
+    return tf.nn.softmax(self.logits(config_index))
+
+  def logits(self, config_index: int):
+    """log p(m | c) up to a constant: T * W[c] - log(divisor)."""
+    return self.temperature * self.scores[config_index] - self.log_divisor
+
+  def sample(self, config_index: int, step):
+    """Draws m ~ p(m | c), statelessly from (seed, step): resumes make the same draws.
+
+    Inverse-CDF sampling with one stateless uniform: XLA has no kernel for
+    StatelessMultinomial on the CPU, and this is as cheap.
+    """
+    if self.num_models == 1:
+      return tf.constant(0, tf.int32)
+    seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
+    u = tf.random.stateless_uniform([], seed=seed)
+    cdf = tf.cumsum(self.probs(config_index))
+    index = tf.reduce_sum(tf.cast(cdf <= u * cdf[-1], tf.int32))
+    return tf.minimum(index, self.num_models - 1)
+
+  def update(self, config_index: int, model_index, accuracy):
+    """W[c, m] <- decay * W[c, m] + (1 - decay) * accuracy."""
+    index = tf.stack([tf.constant(config_index, tf.int32), model_index])[None]
+    old = tf.gather(self.scores[config_index], model_index)  # (ResourceGatherNd has no XLA kernel.)
+    self.scores.scatter_nd_update(
+        index, (self.ema_decay * old + (1.0 - self.ema_decay) * tf.cast(accuracy, tf.float32))[None])
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """Optimisation hyper-parameters shared by every command."""
+  learning_rate: float = 0.1
+  min_learning_rate: float = 0.001
+  schedule: str = "cosine"
+  momentum: float = 0.9
+  nesterov: bool = False
+  weight_decay: float = 0.0
+  label_smoothing: float = 0.0
+  warmup_steps: int = 0
+  step_boundaries: tuple[float, ...] = (0.5, 0.75)
+
+
+class Trainer(tf.Module):
+  """Compiled steps over one `SwitchableResNet` and its optimizer state.
+
+  Args:
+    model: the network (its `configs` are the configurations the steps accept).
+    optim_config: optimisation hyper-parameters.
+    total_steps: training steps in the whole run (for the learning-rate schedule).
+    precision: one of PRECISIONS (the model must have been built under that policy).
+    jit_compile: compile the steps with XLA.
+    mixture: a MixtureState for a search; None otherwise.
+  """
+
+  def __init__(self, model, optim_config: OptimConfig, total_steps: int,
+               precision: str = "float32", jit_compile: bool = True,
+               mixture: MixtureState | None = None):
+    super().__init__(name="trainer")
+    self.model = model
+    self.optim_config = optim_config
+    self.total_steps = int(total_steps)
+    self.precision = precision
+    self.mixture = mixture
+    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    self.model_steps = tf.Variable(tf.zeros([model.num_models], tf.int64), trainable=False,
+                                   name="model_steps")
+    self.optimizer = optim.SlicedSGD(model.trainable_variables, momentum=optim_config.momentum,
+                                     weight_decay=optim_config.weight_decay,
+                                     nesterov=optim_config.nesterov)
+    self.loss_scale = optim.DynamicLossScale() if precision == "mixed_float16" else None
+    self._config_index = {c: i for i, c in enumerate(model.configs)}
+    self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
+    self.search_step = tf.function(self._search_step, jit_compile=jit_compile)
+    self.eval_step = tf.function(self._eval_step, jit_compile=jit_compile)
+
+  def trace_counts(self) -> dict[str, int]:
+    return {name: int(getattr(self, name).experimental_get_tracing_count())
+            for name in ("train_step", "search_step", "eval_step")}
+
+  def learning_rate(self, step=None):
+    o = self.optim_config
+    return optim.learning_rate(self.step if step is None else step, schedule=o.schedule,
+                               base=o.learning_rate, total_steps=self.total_steps,
+                               minimum=o.min_learning_rate, warmup_steps=o.warmup_steps,
+                               boundaries=o.step_boundaries)
+
+  def _loss(self, labels, logits):
+    smoothing = self.optim_config.label_smoothing
+    onehot = tf.one_hot(labels, self.model.num_classes, dtype=tf.float32)
+    if smoothing:
+      onehot = onehot * (1.0 - smoothing) + smoothing / self.model.num_classes
+    return tf.nn.softmax_cross_entropy_with_logits(labels=onehot, logits=logits)
+
+  def _train_body(self, config, model_index, images, labels) -> dict[str, tf.Tensor]:
+    """One SGD step of weight set `model_index` in configuration `config` (traced inline)."""
+    variables = self.model.trainable_variables
+    with tf.GradientTape() as tape:
+      logits = self.model(images, config=config, model_index=model_index, training=True)
+      loss = tf.reduce_mean(self._loss(labels, logits))
+      scaled = loss * self.loss_scale.scale if self.loss_scale else loss
+    grads = tape.gradient(scaled, variables)
+    finite = None
+    if self.loss_scale:
+      inv = 1.0 / self.loss_scale.scale
+      grads = [tf.IndexedSlices(g.values * inv, g.indices, g.dense_shape)
+               if isinstance(g, tf.IndexedSlices) else (None if g is None else g * inv)
+               for g in grads]
+      finite = optim.all_finite(grads)
+      self.loss_scale.update(finite)
+    lr = self.learning_rate()
+    self.optimizer.apply(grads, model_index, lr, apply_mask=finite)
+    self.step.assign_add(1)
+    self.model_steps.scatter_nd_add(tf.reshape(model_index, [1, 1]),
+                                    tf.ones([1], tf.int64))
+    accuracy = tf.reduce_mean(tf.cast(
+        tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
+    return {"loss": loss, "accuracy": accuracy, "learning_rate": lr}
+
+  def _train_step(self, config, model_index, images, labels):
+    return self._train_body(tuple(config), tf.convert_to_tensor(model_index, tf.int32),
+                            images, labels)
+
+  def _search_step(self, config, images, labels, val_images, val_labels):
+    config = tuple(config)
+    c = self._config_index[config]
+    model_index = self.mixture.sample(c, self.step)
+    metrics = self._train_body(config, model_index, images, labels)
+    val_logits = self.model(val_images, config=config, model_index=model_index,
+                            training=False)
+    val_accuracy = tf.reduce_mean(tf.cast(
+        tf.equal(tf.argmax(val_logits, -1, output_type=tf.int32), val_labels), tf.float32))
+    self.mixture.update(c, model_index, val_accuracy)
+    return {**metrics, "val_batch_accuracy": val_accuracy, "model": model_index}
+
+  def _eval_step(self, config, model_index, images, labels, mask):
+    logits = self.model(images, config=tuple(config),
+                        model_index=tf.convert_to_tensor(model_index, tf.int32),
+                        training=False)
+    correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
+                      tf.float32) * mask
+    n = self.model.num_classes
+    return {
+        "correct": tf.reduce_sum(correct),
+        "loss": tf.reduce_sum(self._loss(labels, logits) * mask),
+        "count": tf.reduce_sum(mask),
+        "class_correct": tf.math.unsorted_segment_sum(correct, labels, n),
+        "class_count": tf.math.unsorted_segment_sum(mask, labels, n),
+    }
+
+  def evaluate(self, config, model_index: int, batches: Iterable) -> dict[str, Any]:
+    """Accuracy, mean loss and per-class accuracy of (config, weight set) over `batches`.
+
+    `batches` yields (images, labels, mask) with full, static-shape batches.
+    """
+    sums = None
+    k = tf.constant(model_index, tf.int32)
+    for images, labels, mask in batches:
+      out = self.eval_step(tuple(config), k, images, labels, mask)
+      sums = out if sums is None else {name: sums[name] + out[name] for name in out}
+    if sums is None:
+      raise ValueError("evaluate() received no batches")
+    sums = {name: value.numpy() for name, value in sums.items()}
+    count = float(sums["count"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+      per_class = np.where(sums["class_count"] > 0,
+                           sums["class_correct"] / np.maximum(sums["class_count"], 1), np.nan)
+    return {"accuracy": float(sums["correct"]) / count, "loss": float(sums["loss"]) / count,
+            "count": int(count), "per_class_accuracy": [None if math.isnan(a) else float(a)
+                                                        for a in per_class]}
+
+
+class GracefulStop(contextlib.AbstractContextManager):
+  """Turns SIGINT/SIGTERM into a request to checkpoint and stop after the current step.
+
+  A second SIGINT while a stop is pending raises KeyboardInterrupt as usual.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    if self.requested and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.requested = True
+    logging.warning("Received signal %d: checkpointing and stopping after this step.", signum)
+
+  def __enter__(self):
+    try:
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    except ValueError:  # Not the main thread: no handlers, no graceful stop.
+      self._previous = {}
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    return False
+
+
+class Checkpointer:
+  """TF checkpoint of the trainer's variables + an atomic JSON of the host-side state.
+
+  The JSON (`state.json`) names the checkpoint it goes with and is written after it, so
+  a crash between the two leaves the previous consistent pair.
+  """
+
+  def __init__(self, directory: str, trainer: Trainer, keep: int = 2):
+    self.directory = os.path.join(directory, "checkpoints")
+    self.state_path = os.path.join(directory, "state.json")
+    self.checkpoint = tf.train.Checkpoint(trainer=trainer)
+    self.keep = keep
+
+  def restore(self) -> dict | None:
+    """Restores the latest checkpoint; returns its host state, or None for a fresh run."""
+    if not os.path.exists(self.state_path):
+      return None
+    with open(self.state_path) as f:
+      state = json.load(f)
+    self.checkpoint.read(os.path.join(self.directory, state["checkpoint"])).assert_consumed()
+    return state
+
+  def save(self, state: dict) -> None:
+    os.makedirs(self.directory, exist_ok=True)
+    name = f"ckpt-{state['epoch']:04d}-{state['step_in_epoch']:06d}"
+    self.checkpoint.write(os.path.join(self.directory, name))
+    workdir_lib.atomic_write_json(self.state_path, {**state, "checkpoint": name})
+    kept = sorted({f.split(".")[0] for f in os.listdir(self.directory)
+                   if f.startswith("ckpt-")})
+    for old in kept[:-self.keep]:
+      for f in os.listdir(self.directory):
+        if f.startswith(old + "."):
+          os.remove(os.path.join(self.directory, f))
+
+
+@dataclasses.dataclass
+class LoopHooks:
+  """What a command plugs into `run_epochs`.
+
+  batches(epoch, start_step): the epoch's training batches from `start_step` on.
+  step(epoch, step, batch): runs one compiled step, returns scalar tensors (not fetched).
+  epoch_begin(epoch): host work before an epoch (e.g. balancing); returns scalars to log.
+  epoch_end(epoch, metrics): host work after it; returns scalars to log.
+  state(): extra JSON-able host state to checkpoint; restore(state): its inverse.
+  after_step(global_step): test hook, called after each step.
+  """
+  batches: Callable[[int, int], Iterable]
+  step: Callable[[int, int, Any], dict]
+  epoch_begin: Callable[[int], dict] = lambda epoch: {}
+  epoch_end: Callable[[int, dict], dict] = lambda epoch, metrics: {}
+  state: Callable[[], dict] = dict
+  restore: Callable[[dict], None] = lambda state: None
+  after_step: Callable[[int], None] | None = None
+
+
+def _scalars(writer, step: int, values: dict[str, float]) -> None:
+  with writer.as_default(step=step):
+    for name, value in values.items():
+      tf.summary.scalar(name, value)
+
+
+def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
+               steps_per_epoch: int, log_every: int = 50, progress: bool = True) -> str:
+  """Runs (or resumes) epochs of training; returns "completed" or "interrupted".
+
+  Per-step metrics are summed on the device and fetched only every `log_every` steps
+  and at the end of an epoch, so the loop does not wait on the device in between.
+  History (per-epoch metric means and whatever the hooks return) is kept in the
+  checkpointed host state under "history".
+  """
+  checkpointer = Checkpointer(workdir, trainer)
+  state = checkpointer.restore() or {"epoch": 0, "step_in_epoch": 0, "history": [],
+                                     "extra": {}, "sums": {}, "elapsed": 0.0}
+  if state["epoch"] or state["step_in_epoch"]:
+    logging.info("Resuming from epoch %d, step %d.", state["epoch"], state["step_in_epoch"])
+  hooks.restore(state["extra"])
+  if state["epoch"] >= epochs:
+    return "completed"
+  writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+  start_time = time.time() - state["elapsed"]
+
+  def snapshot(epoch, step_in_epoch, sums):
+    return {**state, "epoch": epoch, "step_in_epoch": step_in_epoch,
+            "sums": {k: float(v) for k, v in sums.items()}, "extra": hooks.state(),
+            "elapsed": time.time() - start_time}
+
+  with GracefulStop() as stop:
+    for epoch in range(state["epoch"], epochs):
+      start = state["step_in_epoch"] if epoch == state["epoch"] else 0
+      begin = hooks.epoch_begin(epoch)
+      sums = {k: tf.constant(v) for k, v in state["sums"].items()} if start else {}
+      bar = keras.utils.Progbar(steps_per_epoch, verbose=1 if progress else 0,
+                                stateful_metrics=None)
+      if progress:
+        print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+      last = start - 1
+      for step, batch in zip(range(start, steps_per_epoch), hooks.batches(epoch, start)):
+        metrics = hooks.step(epoch, step, batch)
+        for name, value in metrics.items():
+          if value.dtype.is_floating:
+            sums[name] = sums.get(name, 0.0) + tf.cast(value, tf.float32)
+        last = step
+        global_step = epoch * steps_per_epoch + step + 1
+        if hooks.after_step:
+          hooks.after_step(global_step)
+        if (step + 1) % log_every == 0 or step + 1 == steps_per_epoch:
+          logged = {f"train/{k}": float(v) for k, v in metrics.items()
+                    if v.dtype.is_floating}
+          _scalars(writer, global_step, logged)
+          bar.update(step + 1, [(k.split("/")[1], v) for k, v in logged.items()])
+        if stop.requested:
+          checkpointer.save(snapshot(epoch, step + 1, sums))
+          writer.flush()
+          logging.warning("Stopped at epoch %d step %d; checkpointed. Run the same command "
+                          "again to resume.", epoch, step + 1)
+          return "interrupted"
+      if last + 1 < steps_per_epoch:
+        raise RuntimeError(f"the input pipeline ended after {last + 1} of {steps_per_epoch} "
+                           f"steps of epoch {epoch}")
+      # Sums restored from a mid-epoch checkpoint include the steps before it.
+      means = {f"train/{k}": float(v) / steps_per_epoch for k, v in sums.items()}
+      record = {"epoch": epoch, **means, **begin}
+      record.update(hooks.epoch_end(epoch, means))
+      record["time/elapsed_s"] = time.time() - start_time
+      _scalars(writer, (epoch + 1) * steps_per_epoch,
+               {k: v for k, v in record.items() if isinstance(v, (int, float))
+                and k != "epoch"})
+      writer.flush()
+      state["history"].append(record)
+      state = snapshot(epoch + 1, 0, {})
+      checkpointer.save(state)
+      logging.info("epoch %d: %s", epoch, ", ".join(
+          f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
+  return "completed"

@@ -1,0 +1,137 @@
+"""SGD with momentum on one weight set of stacked variables, loss scaling, LR schedules.
+
+Keras' SGD cannot serve a mixture: with stacked `[K, ...]` variables it would decay every
+slice's momentum and move every slice's weights on each step, while only the sampled
+SuperNet may step. `SlicedSGD` keeps a momentum buffer per weight set (the slot is stacked
+like its variable) and updates slice k only, with PyTorch's SGD semantics as in the
+reference code: `buf = mu * buf + (g + wd * w)`, `w -= lr * buf` (or Nesterov).
+"""
+
+import math
+
+import tensorflow as tf
+
+
+def slice_gradient(grad, model_index):
+  """The gradient of slice `model_index` from a gradient of a stacked variable `[K, ...]`.
+
+  Gathers with a tensor index produce IndexedSlices whose indices all equal the model
+  index (one row per gather of the variable in the step); they are summed. A dense
+  gradient (another op on the whole variable) is sliced.
+  """
+  if isinstance(grad, tf.IndexedSlices):
+    return tf.reduce_sum(grad.values, axis=0)
+  return tf.gather(grad, model_index)
+
+
+class SlicedSGD(tf.Module):
+  """SGD with momentum and weight decay that updates only slice k of each variable.
+
+  Args:
+    variables: the trainable (Keras) variables, each of shape [K, ...].
+    momentum: momentum coefficient.
+    weight_decay: L2 coefficient added to the gradient (PyTorch-style, all parameters).
+    nesterov: Nesterov momentum.
+  """
+
+  def __init__(self, variables, momentum: float = 0.9, weight_decay: float = 0.0,
+               nesterov: bool = False, name="sliced_sgd"):
+    super().__init__(name=name)
+    if not 0.0 <= momentum < 1.0:
+      raise ValueError(f"momentum must be in [0, 1). Received: momentum={momentum}")
+    if weight_decay < 0:
+      raise ValueError(f"weight_decay must be >= 0. Received: weight_decay={weight_decay}")
+    self.momentum = float(momentum)
+    self.weight_decay = float(weight_decay)
+    self.nesterov = bool(nesterov)
+    self._variables = list(variables)
+    self.slots = [
+        tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False,
+                    name=v.path.replace("/", "_") + "_momentum")
+        for v in self._variables
+    ]
+
+  def apply(self, grads, model_index, learning_rate, apply_mask=None):
+    """Applies one step to slice `model_index` of every variable.
+
+    Args:
+      grads: gradients aligned with the variables (IndexedSlices or dense [K, ...]).
+      model_index: int32 scalar tensor.
+      learning_rate: float32 scalar tensor.
+      apply_mask: optional bool scalar tensor; when False the step leaves everything
+        unchanged (a float16 step whose gradients overflowed).
+    """
+    index = tf.reshape(model_index, [1, 1])
+    for var, slot, grad in zip(self._variables, self.slots, grads):
+      if grad is None:
+        continue
+      w = tf.gather(var.value, model_index)
+      buf = tf.gather(slot, model_index)
+      g = tf.cast(slice_gradient(grad, model_index), tf.float32)
+      if self.weight_decay:
+        g += self.weight_decay * w
+      new_buf = self.momentum * buf + g
+      step = g + self.momentum * new_buf if self.nesterov else new_buf
+      new_w = w - learning_rate * step
+      if apply_mask is not None:
+        new_buf = tf.where(apply_mask, new_buf, buf)
+        new_w = tf.where(apply_mask, new_w, w)
+      slot.scatter_nd_update(index, new_buf[None])
+      var.value.scatter_nd_update(index, new_w[None])
+
+
+class DynamicLossScale(tf.Module):
+  """Dynamic loss scaling for float16: halve on overflow, double after `period` good steps."""
+
+  def __init__(self, initial_scale: float = 2.0**15, period: int = 2000, name="loss_scale"):
+    super().__init__(name=name)
+    self.scale = tf.Variable(initial_scale, dtype=tf.float32, trainable=False, name="scale")
+    self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
+    self.period = int(period)
+
+  def update(self, grads_finite):
+    """Adjusts the scale after a step; `grads_finite` is a bool scalar tensor."""
+    grow = tf.logical_and(grads_finite, self.good_steps + 1 >= self.period)
+    self.scale.assign(tf.where(grow, self.scale * 2.0,
+                               tf.where(grads_finite, self.scale,
+                                        tf.maximum(self.scale * 0.5, 1.0))))
+    self.good_steps.assign(tf.where(tf.logical_and(grads_finite, tf.logical_not(grow)),
+                                    self.good_steps + 1, tf.zeros_like(self.good_steps)))
+
+
+def all_finite(grads) -> tf.Tensor:
+  values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in grads if g is not None]
+  return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values])
+
+
+SCHEDULES = ("cosine", "step", "constant")
+
+
+def learning_rate(step, *, schedule: str, base: float, total_steps: int,
+                  minimum: float = 0.0, warmup_steps: int = 0,
+                  boundaries: tuple[float, ...] = (0.5, 0.75), decay: float = 0.1):
+  """The learning rate at `step` (a scalar tensor or number), traced into the step.
+
+  - "cosine": from `base` to `minimum` over `total_steps` (PyTorch CosineAnnealingLR).
+  - "step": `base * decay**n` where n = how many of `boundaries` (fractions of training)
+    have been passed.
+  - "constant": `base`.
+  An optional linear warm-up from 0 over `warmup_steps` is applied on top.
+  """
+  if schedule not in SCHEDULES:
+    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}. "
+                     f"Received: schedule={schedule!r}")
+  t = tf.cast(step, tf.float32)
+  total = float(max(total_steps, 1))
+  if schedule == "cosine":
+    progress = tf.minimum(t / total, 1.0)
+    lr = minimum + 0.5 * (base - minimum) * (1.0 + tf.cos(math.pi * progress))
+  elif schedule == "step":
+    passed = tf.add_n([tf.cast(t >= b * total, tf.float32) for b in boundaries]) \
+        if boundaries else tf.constant(0.0)
+    lr = base * tf.pow(tf.constant(decay, tf.float32), passed)
+  else:
+    lr = tf.constant(base, tf.float32)
+  if warmup_steps > 0:
+    lr = lr * tf.minimum(1.0, (t + 1.0) / float(warmup_steps))
+  return lr

@@ -1,0 +1,42 @@
+"""PNG plots of search results (matplotlib, Agg backend, atomic writes)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from mixnas_tf import search_space as ss  # pylint: disable=wrong-import-position
+from mixnas_tf import workdir as workdir_lib  # pylint: disable=wrong-import-position
+
+
+def assignment_matrix(probs, row_labels, path: str, title: str = "p(weight set | configuration)"):
+  """Heat map of the assignment [C, K]; rows labelled `[a,b,c]`."""
+  probs = np.asarray(probs)
+  fig, ax = plt.subplots(figsize=(1.2 + 0.6 * probs.shape[1], 1.0 + 0.22 * probs.shape[0]))
+  image = ax.imshow(probs, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+  ax.set_yticks(range(len(row_labels)), row_labels, fontsize=7)
+  ax.set_xticks(range(probs.shape[1]), [f"m{m}" for m in range(probs.shape[1])])
+  ax.set_xlabel("weight set")
+  ax.set_title(title, fontsize=9)
+  fig.colorbar(image, ax=ax, fraction=0.05)
+  workdir_lib.atomic_savefig(fig, path)
+  plt.close(fig)
+
+
+def estimated_accuracy(records, path: str, title: str = "estimated accuracy"):
+  """Bar chart of estimated accuracy per configuration (reference order), best marked."""
+  records = sorted(records, key=lambda r: r["index"])
+  values = [r["estimated_accuracy"] for r in records]
+  labels = [ss.format_stages(r["stages"]) for r in records]
+  best = int(np.argmax(values))
+  fig, ax = plt.subplots(figsize=(max(4.0, 0.28 * len(records) + 1.5), 3.2))
+  colors = ["tab:orange" if i == best else "tab:blue" for i in range(len(records))]
+  ax.bar(range(len(records)), values, color=colors)
+  low = min(values)
+  ax.set_ylim(max(0.0, low - 0.1 * (max(values) - low + 1e-3) - 0.01), max(values) * 1.01 + 1e-3)
+  ax.set_xticks(range(len(records)), labels, rotation=90, fontsize=7)
+  ax.set_ylabel("accuracy")
+  ax.set_title(title, fontsize=9)
+  workdir_lib.atomic_savefig(fig, path)
+  plt.close(fig)

@@ -1,0 +1,237 @@
+"""The balanced-mixture search: data, network, mixture state, loop hooks, final ranking.
+
+`run_search(config, workdir)` is what `python -m mixnas_tf.train` calls. Per epoch the host
+sets the temperature and balances the assignment (mixture.py); per step it picks the
+configuration (uniformly, from a sequence derived from (seed, epoch)) and the compiled
+`Trainer.search_step` samples the weight set, trains it, scores one validation batch and
+updates W. Everything random is derived from (seed, epoch, step), so a resumed run makes
+the same decisions as an uninterrupted one.
+"""
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mixnas_tf import data as data_lib
+from mixnas_tf import errors
+from mixnas_tf import evaluate
+from mixnas_tf import loop
+from mixnas_tf import mixture
+from mixnas_tf import models
+from mixnas_tf import search_space as ss
+from mixnas_tf import workdir as workdir_lib
+
+# Flags that may change when a run is resumed: they do not change its results.
+RESUMABLE_FIELDS = frozenset({"tfds_data_dir", "log_every", "progress", "jit_compile"})
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """Everything a search decides (written to flags.json). Defaults: ALGORITHM.md, CIFAR10."""
+  dataset: str = "cifar10"
+  tfds_data_dir: str | None = None
+  image_size: int = 0
+  space: str = "resnet20"
+  configs: str = "all"
+  num_models: int = 4
+  max_temperature: float = 100.0
+  epochs: int = 100
+  batch_size: int = 128
+  eval_batch_size: int = 256
+  val_fraction: float = 0.5
+  train_size: int = 0
+  val_size: int = 0
+  downsample: str = "maxpool"
+  batchnorm: str = "batch_stats"
+  learning_rate: float = 0.1
+  min_learning_rate: float = 0.001
+  momentum: float = 0.9
+  weight_decay: float = 0.0
+  precision: str = "float32"
+  jit_compile: bool = True
+  seed: int = 0
+  final_eval: str = "all_pairs"
+  estimate: str = "assigned"
+  deterministic: bool = False
+  log_every: int = 50
+  progress: bool = True
+
+  def optim(self) -> loop.OptimConfig:
+    return loop.OptimConfig(learning_rate=self.learning_rate,
+                            min_learning_rate=self.min_learning_rate, schedule="cosine",
+                            momentum=self.momentum, weight_decay=self.weight_decay)
+
+
+FINAL_EVALS = ("all_pairs", "assigned")
+ESTIMATES = ("assigned", "max")
+
+
+def validate(cfg: SearchConfig) -> tuple[ss.SearchSpace, tuple[ss.Config, ...]]:
+  """Checks what can be checked without data; returns the space and the configurations."""
+  space = ss.get_space(cfg.space)
+  configs = ss.parse_configs(space, cfg.configs)
+  checks = [
+      (cfg.num_models >= 1, f"--num_models must be >= 1 (received {cfg.num_models})"),
+      (cfg.num_models <= len(configs),
+       f"--num_models={cfg.num_models} is more than the {len(configs)} configurations "
+       "searched; use at most one weight set per configuration"),
+      (cfg.epochs >= 1, f"--epochs must be a positive integer (received {cfg.epochs})"),
+      (cfg.batch_size >= 1, f"--batch_size must be >= 1 (received {cfg.batch_size})"),
+      (cfg.eval_batch_size >= 1,
+       f"--eval_batch_size must be >= 1 (received {cfg.eval_batch_size})"),
+      (0.0 < cfg.val_fraction < 1.0,
+       f"--val_fraction must be in (0, 1) (received {cfg.val_fraction})"),
+      (cfg.max_temperature >= 1.0,
+       f"--max_temperature must be >= 1 (received {cfg.max_temperature})"),
+      (cfg.train_size >= 0 and cfg.val_size >= 0,
+       "--train_size and --val_size must be >= 0 (0 = the whole split)"),
+      (cfg.learning_rate > 0 and cfg.min_learning_rate >= 0,
+       "--learning_rate must be > 0 and --min_learning_rate >= 0"),
+      (cfg.final_eval in FINAL_EVALS,
+       f"--final_eval must be one of {', '.join(FINAL_EVALS)} (received {cfg.final_eval})"),
+      (cfg.estimate in ESTIMATES,
+       f"--estimate must be one of {', '.join(ESTIMATES)} (received {cfg.estimate})"),
+      (cfg.precision in loop.PRECISIONS,
+       f"--precision must be one of {', '.join(loop.PRECISIONS)} (received {cfg.precision})"),
+      (cfg.downsample in ("maxpool", "conv", "avgpool"),
+       f"--downsample must be one of maxpool, conv, avgpool (received {cfg.downsample})"),
+      (cfg.batchnorm in ("batch_stats", "standard"),
+       f"--batchnorm must be batch_stats or standard (received {cfg.batchnorm})"),
+      (cfg.log_every >= 1, f"--log_every must be >= 1 (received {cfg.log_every})"),
+  ]
+  for ok, message in checks:
+    if not ok:
+      raise errors.UsageError(message)
+  return space, configs
+
+
+def config_sequence(seed: int, epoch: int, num_configs: int, steps: int) -> np.ndarray:
+  """The configurations (indices into the searched list) of an epoch's steps: uniform."""
+  return np.random.default_rng([seed, epoch, 7]).integers(0, num_configs, size=steps)
+
+
+def load_search_data(cfg: SearchConfig):
+  """The dataset and its search-train / search-validation parts (seeded split)."""
+  dataset = data_lib.load(cfg.dataset, image_size=cfg.image_size,
+                          tfds_data_dir=cfg.tfds_data_dir, load_test=False)
+  train, val = data_lib.split(dataset.train, cfg.val_fraction, cfg.seed)
+  train = data_lib.subsample(train, cfg.train_size or None, cfg.seed)
+  val = data_lib.subsample(val, cfg.val_size or None, cfg.seed + 1)
+  data_lib.steps_per_epoch(train, cfg.batch_size)  # Raises when the batch is too large.
+  if len(val) < cfg.batch_size:
+    raise errors.UsageError(
+        f"batch size {cfg.batch_size} is larger than the search-validation split "
+        f"({len(val)} images); lower --batch_size or raise --val_size/--val_fraction")
+  return dataset, train, val
+
+
+def set_seeds(seed: int, deterministic: bool) -> None:
+  keras.utils.set_random_seed(seed)
+  if deterministic:
+    tf.config.experimental.enable_op_determinism()
+
+
+def run_search(cfg: SearchConfig, workdir: str,
+               after_step: Callable[[int], None] | None = None) -> dict | None:
+  """Runs or resumes a search in `workdir`; returns the results, or None if interrupted."""
+  space, configs = validate(cfg)
+  dataset, train, val = load_search_data(cfg)
+  steps = data_lib.steps_per_epoch(train, cfg.batch_size)
+  resumed = workdir_lib.prepare(
+      workdir, dataclasses.asdict(cfg), ignore=RESUMABLE_FIELDS,
+      extra={"search_space.json": {
+          **ss.describe(space),
+          "searched": [ss.to_index(space, c) for c in configs],
+          "split": {"search_train": len(train), "search_val": len(val),
+                    "steps_per_epoch": steps},
+          "classes": list(dataset.class_names)}})
+  logging.info("%s search in %s: %d configurations, K=%d, %d epochs x %d steps, "
+               "search-train %d / search-val %d images.", "Resuming" if resumed else "Starting",
+               workdir, len(configs), cfg.num_models, cfg.epochs, steps, len(train), len(val))
+  set_seeds(cfg.seed, cfg.deterministic)
+  loop.set_precision(cfg.precision)
+  model = models.SwitchableResNet(
+      space=space.name, configs=configs, num_models=cfg.num_models,
+      num_classes=dataset.num_classes, downsample=cfg.downsample, batchnorm=cfg.batchnorm,
+      mean=dataset.mean, std=dataset.std)
+  mixture_state = loop.MixtureState(len(configs), cfg.num_models, cfg.seed)
+  trainer = loop.Trainer(model, cfg.optim(), total_steps=cfg.epochs * steps,
+                         precision=cfg.precision, jit_compile=cfg.jit_compile,
+                         mixture=mixture_state)
+  image_size = dataset.image_size
+  samples: list = []  # [config index, model index tensor] per step, in order.
+  sequences: dict[int, np.ndarray] = {}
+  compile_time = {"seconds": 0.0}
+
+  def epoch_begin(epoch):
+    temperature = mixture.temperature(epoch, cfg.epochs, cfg.max_temperature)
+    divisor = mixture.epoch_balance(mixture_state.scores.numpy().astype(np.float64),
+                                    temperature)
+    mixture_state.temperature.assign(temperature)
+    mixture_state.log_divisor.assign(np.log(divisor).astype(np.float32))
+    sequences.clear()
+    sequences[epoch] = config_sequence(cfg.seed, epoch, len(configs), steps)
+    return {"search/temperature": float(temperature)}
+
+  def batches(epoch, start):
+    train_batches = data_lib.train_batches(train, batch_size=cfg.batch_size,
+                                           image_size=image_size, seed=cfg.seed, epoch=epoch,
+                                           start_step=start)
+    val_batches = data_lib.stream_batches(val, batch_size=cfg.batch_size,
+                                          image_size=image_size, seed=cfg.seed + 1,
+                                          start_step=epoch * steps + start)
+    return zip(train_batches, val_batches)
+
+  def step(epoch, step_in_epoch, batch):
+    (images, labels), (val_images, val_labels) = batch
+    c = int(sequences[epoch][step_in_epoch])
+    before = trainer.trace_counts()["search_step"]
+    t0 = time.perf_counter()
+    out = trainer.search_step(configs[c], images, labels, val_images, val_labels)
+    if trainer.trace_counts()["search_step"] != before:
+      out["model"].numpy()  # Wait for the compilation to finish before timing it.
+      compile_time["seconds"] += time.perf_counter() - t0
+    samples.append((c, out["model"]))
+    return out
+
+  def epoch_end(epoch, means):
+    scores = mixture_state.scores.numpy().astype(np.float64)
+    temperature = float(mixture_state.temperature.numpy())
+    divisor = np.exp(mixture_state.log_divisor.numpy().astype(np.float64))
+    probs = mixture.assignment_probs(scores, temperature, divisor)
+    record = {"search/assignment_entropy": mixture.assignment_entropy(probs),
+              "compile/search_step_traces": trainer.trace_counts()["search_step"],
+              "compile/seconds": compile_time["seconds"]}
+    epoch_models = np.array([int(m) for c, m in samples[-steps:]])
+    for m, share in enumerate(mixture.model_shares(probs)):
+      record[f"search/share_model_{m}"] = float(share)
+      record[f"search/steps_model_{m}"] = int(np.sum(epoch_models == m))
+    record["search/scores"] = scores.tolist()
+    return record
+
+  def state():
+    return {"samples": [[c, int(m)] for c, m in samples],
+            "compile_seconds": compile_time["seconds"]}
+
+  def restore(extra):
+    samples[:] = [tuple(s) for s in extra.get("samples", [])]
+    compile_time["seconds"] = extra.get("compile_seconds", 0.0)
+
+  hooks = loop.LoopHooks(batches=batches, step=step, epoch_begin=epoch_begin,
+                         epoch_end=epoch_end, state=state, restore=restore,
+                         after_step=after_step)
+  status = loop.run_epochs(workdir=workdir, trainer=trainer, hooks=hooks, epochs=cfg.epochs,
+                           steps_per_epoch=steps, log_every=cfg.log_every,
+                           progress=cfg.progress)
+  if status == "interrupted":
+    return None
+  history = workdir_lib.read_json(os.path.join(workdir, "state.json"))["history"]
+  return evaluate.finish_search(
+      cfg=cfg, space=space, configs=configs, dataset=dataset, val=val, trainer=trainer,
+      workdir=workdir, history=history, samples=[[c, int(m)] for c, m in samples])

@@ -1,0 +1,74 @@
+r"""Balanced-mixture search of where ResNet20 should downsample.
+
+  python -m mixnas_tf.train --dataset=cifar10 --workdir=runs/search
+  python -m mixnas_tf.train --flagfile=experiments/cifar10_resnet20_m4.flags --workdir=DIR
+
+Writes the resolved flags and the search space to --workdir before the first step, then
+TensorBoard summaries and checkpoints; the same command on the same --workdir resumes.
+At the end: results.json, ranking.csv, assignment.png, estimated_accuracy.png.
+"""
+
+import dataclasses
+import sys
+
+from absl import app
+from absl import flags
+
+from mixnas_tf import cli
+from mixnas_tf import search
+
+_D = search.SearchConfig()
+
+flags.DEFINE_string("workdir", None, "Directory for flags, checkpoints, TensorBoard logs and "
+                    "results. Running again on the same directory resumes the run.")
+cli.define_data_flags(_D)
+flags.DEFINE_string("space", _D.space, "Search space: the network whose downsampling "
+                    "positions are searched. Known: resnet20.")
+flags.DEFINE_string("configs", _D.configs, "Configurations to search, ';'-separated, each as "
+                    "stages '4,3,3' or '[4,3,3]', a reference number 1..36, or a 10-digit "
+                    "code; 'all' searches the whole space.")
+flags.DEFINE_integer("num_models", _D.num_models, "K, the number of SuperNets (weight sets) "
+                     "in the mixture; 1 is the single-SuperNet (SPOS) baseline.", lower_bound=1)
+flags.DEFINE_float("max_temperature", _D.max_temperature, "Final temperature of the "
+                   "assignment softmax; it rises linearly from 1 over the epochs (ALGORITHM.md: "
+                   "100 for ResNet20, 300 for Food101).", lower_bound=1.0)
+flags.DEFINE_integer("epochs", _D.epochs, "Training epochs over the search-train split.")
+flags.DEFINE_float("val_fraction", _D.val_fraction, "Fraction of the training split held out "
+                   "as search-validation (0.5 as in the paper).")
+flags.DEFINE_integer("train_size", _D.train_size, "Subsample search-train to this many "
+                     "images for quick runs; 0 keeps it whole.", lower_bound=0)
+flags.DEFINE_integer("val_size", _D.val_size, "Subsample search-validation to this many "
+                     "images; 0 keeps it whole.", lower_bound=0)
+flags.DEFINE_enum("downsample", _D.downsample, ["maxpool", "conv", "avgpool"], "Downsampling "
+                  "op: 2x2 max-pool on the block input (reference ResNet20), stride-2 conv, or "
+                  "2x2 average pool.")
+flags.DEFINE_enum("batchnorm", _D.batchnorm, ["batch_stats", "standard"], "SuperNet "
+                  "BatchNorm: batch statistics always and no affine parameters (reference), "
+                  "or standard BatchNorm per weight set.")
+cli.define_optim_flags(_D)
+flags.DEFINE_enum("final_eval", _D.final_eval, list(search.FINAL_EVALS), "After training, "
+                  "evaluate every (configuration, weight set) pair on the whole "
+                  "search-validation split, or only each configuration's assigned weight set.")
+flags.DEFINE_enum("estimate", _D.estimate, list(search.ESTIMATES), "A configuration's "
+                  "estimated accuracy: under its assigned weight set, or the max over sets.")
+cli.define_run_flags(_D)
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  cli.check_no_positional(argv)
+  fields = {f.name for f in dataclasses.fields(search.SearchConfig)}
+  cfg = search.SearchConfig(**{name: FLAGS[name].value for name in fields})
+  results = search.run_search(cfg, cli.required_workdir(FLAGS.workdir))
+  if results is None:
+    cli.exit_interrupted()
+  best = results["best"]
+  print(f"best configuration: {best['index']} {best['stages']} "
+        f"estimated accuracy {best['estimated_accuracy']:.4f}; "
+        f"results in {FLAGS.workdir}/results.json")
+
+
+if __name__ == "__main__":
+  app.run(cli.guarded(main), flags_parser=cli.parse_flags)
+  sys.exit(0)
