@@ -37,7 +37,16 @@ class StackedInitializer(keras.initializers.Initializer):
     self.base = keras.initializers.get(base)
 
   def __call__(self, shape, dtype=None):
-    return tf.stack([self.base(shape[1:], dtype=dtype) for _ in range(shape[0])])
+    # A Keras initializer repeats its values on every call, so each slice gets a new
+    # instance: unseeded ones draw a fresh seed (reproducible after set_random_seed),
+    # seeded ones are offset by the slice index.
+    config = self.base.get_config()
+    slices = []
+    for i in range(shape[0]):
+      if isinstance(config.get("seed"), int):
+        config = {**config, "seed": self.base.get_config()["seed"] + i}
+      slices.append(self.base.__class__.from_config(config)(shape[1:], dtype=dtype))
+    return tf.stack(slices)
 
   def get_config(self):
     return {"base": keras.initializers.serialize(self.base)}

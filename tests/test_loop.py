@@ -1,0 +1,161 @@
+"""The compiled steps: slice-only updates, exact SGD math, sampling, traces vs K."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mixnas_tf import loop
+from mixnas_tf import mixture
+from mixnas_tf import models
+from mixnas_tf import optim
+from mixnas_tf import search_space as ss
+
+SPACE = ss.get_space("resnet20")
+CONFIGS = ss.parse_configs(SPACE, "4,3,3;5,3,2;1,1,8")
+
+
+def _batch(n=16, seed=0):
+  rng = np.random.default_rng(seed)
+  return (tf.constant(rng.integers(0, 256, (n, 32, 32, 3)).astype(np.uint8)),
+          tf.constant(rng.integers(0, 10, n).astype(np.int32)))
+
+
+def test_sliced_sgd_matches_pytorch_semantics_on_one_slice():
+  var = tf.Variable(np.arange(12, dtype=np.float32).reshape(3, 4))
+
+  class Holder:  # SlicedSGD reads `.value` and `.path` like a Keras variable.
+    value = var
+    shape = var.shape
+    path = "w"
+
+  opt = optim.SlicedSGD([Holder], momentum=0.9, weight_decay=0.1)
+  grad = tf.IndexedSlices(tf.ones((1, 4)), tf.constant([1]), tf.constant([3, 4]))
+  opt.apply([grad], tf.constant(1), tf.constant(0.5))
+  w1 = np.arange(4, 8, dtype=np.float32)
+  buf = 1.0 + 0.1 * w1  # buf = 0.9 * 0 + (g + wd * w)
+  np.testing.assert_allclose(var.numpy()[1], w1 - 0.5 * buf, rtol=1e-6)
+  np.testing.assert_array_equal(var.numpy()[[0, 2]], np.arange(12).reshape(3, 4)[[0, 2]])
+  w2 = var.numpy()[1].copy()
+  opt.apply([grad], tf.constant(1), tf.constant(0.5))
+  buf2 = 0.9 * buf + (1.0 + 0.1 * w2)
+  np.testing.assert_allclose(var.numpy()[1], w2 - 0.5 * buf2, rtol=1e-6)
+  assert np.all(opt.slots[0].numpy()[[0, 2]] == 0)
+  # A masked (overflowed float16) step changes nothing.
+  before = var.numpy().copy()
+  opt.apply([grad], tf.constant(1), tf.constant(0.5), apply_mask=tf.constant(False))
+  np.testing.assert_array_equal(var.numpy(), before)
+
+
+def test_learning_rate_schedules():
+  lr = lambda step, **kw: float(optim.learning_rate(step, total_steps=100, base=0.1, **kw))
+  assert lr(0, schedule="cosine", minimum=0.001) == pytest.approx(0.1)
+  assert lr(50, schedule="cosine", minimum=0.001) == pytest.approx(0.0505)
+  assert lr(100, schedule="cosine", minimum=0.001) == pytest.approx(0.001)
+  assert lr(200, schedule="cosine", minimum=0.001) == pytest.approx(0.001)
+  assert lr(49, schedule="step") == pytest.approx(0.1)
+  assert lr(50, schedule="step") == pytest.approx(0.01)
+  assert lr(75, schedule="step") == pytest.approx(0.001)
+  assert lr(0, schedule="constant", warmup_steps=4) == pytest.approx(0.025)
+  with pytest.raises(ValueError, match="Received: schedule='linear'"):
+    lr(0, schedule="linear")
+
+
+def test_dynamic_loss_scale():
+  scale = optim.DynamicLossScale(initial_scale=8.0, period=2)
+  scale.update(tf.constant(False))
+  assert float(scale.scale) == 4.0
+  scale.update(tf.constant(True))
+  scale.update(tf.constant(True))
+  assert float(scale.scale) == 8.0 and int(scale.good_steps) == 0
+
+
+def test_sampling_follows_the_balanced_assignment():
+  state = loop.MixtureState(num_configs=2, num_models=3, seed=5)
+  scores = np.array([[0.9, 0.5, 0.1], [0.2, 0.8, 0.4]])
+  state.scores.assign(scores)
+  state.temperature.assign(3.0)
+  divisor = mixture.epoch_balance(scores, 3.0)
+  state.log_divisor.assign(np.log(divisor))
+  expected = mixture.assignment_probs(scores, 3.0, divisor)
+  np.testing.assert_allclose(state.probs(1).numpy(), expected[1], rtol=1e-5)
+  draws = np.array([int(state.sample(1, step)) for step in range(3000)])
+  freq = np.bincount(draws, minlength=3) / len(draws)
+  np.testing.assert_allclose(freq, expected[1], atol=0.03)
+  # Stateless: the same step gives the same draw.
+  assert [int(state.sample(1, 17)) for _ in range(3)] == [draws[17]] * 3
+  state.update(1, tf.constant(2), tf.constant(0.5))
+  assert state.scores.numpy()[1, 2] == pytest.approx(0.9 * 0.4 + 0.1 * 0.5)
+
+
+def test_single_model_is_always_chosen():
+  state = loop.MixtureState(num_configs=4, num_models=1, seed=0)
+  assert float(state.probs(2)[0]) == 1.0
+  assert int(state.sample(2, 3)) == 0
+
+
+def _trainer(num_models, jit_compile=True):
+  model = models.SwitchableResNet(configs=CONFIGS, num_models=num_models,
+                                  batchnorm="batch_stats")
+  return loop.Trainer(model, loop.OptimConfig(), total_steps=10, jit_compile=jit_compile,
+                      mixture=loop.MixtureState(len(CONFIGS), num_models, seed=0))
+
+
+def test_search_step_trains_only_the_sampled_weight_set_and_scores_it():
+  trainer = _trainer(num_models=3, jit_compile=False)
+  images, labels = _batch()
+  before = [v.numpy().copy() for v in trainer.model.trainable_variables]
+  out = trainer.search_step(CONFIGS[1], images, labels, images, labels)
+  k = int(out["model"])
+  for old, var in zip(before, trainer.model.trainable_variables):
+    new = var.numpy()
+    for m in range(3):
+      assert np.array_equal(old[m], new[m]) == (m != k), var.path
+  scores = trainer.mixture.scores.numpy()
+  assert scores[1, k] == pytest.approx(0.9 + 0.1 * float(out["val_batch_accuracy"]))
+  assert np.sum(scores != 1.0) <= 1
+  assert trainer.model_steps.numpy().tolist() == [int(m == k) for m in range(3)]
+  assert int(trainer.step) == 1
+
+
+def test_compiled_functions_do_not_grow_with_k():
+  images, labels = _batch(8)
+  counts = {}
+  for k in (1, 4):
+    trainer = _trainer(num_models=k)
+    for step in range(6):
+      trainer.search_step(CONFIGS[step % 3], images, labels, images, labels)
+    for m in range(k):
+      trainer.eval_step(CONFIGS[0], tf.constant(m), images, labels, tf.ones(8))
+    counts[k] = trainer.trace_counts()
+  assert counts[1] == counts[4] == {"train_step": 0, "search_step": 3, "eval_step": 1}
+
+
+def test_train_step_reduces_loss_and_evaluate_counts_classes():
+  trainer = _trainer(num_models=2, jit_compile=True)
+  images, labels = _batch(32, seed=3)
+  losses = [float(trainer.train_step(CONFIGS[0], tf.constant(1), images, labels)["loss"])
+            for _ in range(15)]
+  assert losses[-1] < losses[0] * 0.7, losses
+  mask = tf.constant([1.0] * 30 + [0.0] * 2)
+  result = trainer.evaluate(CONFIGS[0], 1, [(images, labels, mask)])
+  assert result["count"] == 30
+  class_counts = np.bincount(labels.numpy()[:30], minlength=10)
+  assert [a is None for a in result["per_class_accuracy"]] == list(class_counts == 0)
+  assert 0.0 <= result["accuracy"] <= 1.0 and math.isfinite(result["loss"])
+
+
+def test_mixed_float16_step_is_finite():
+  import keras  # pylint: disable=g-import-not-at-top
+  loop.set_precision("mixed_float16")
+  try:
+    model = models.SwitchableResNet(configs=CONFIGS[:1], num_models=2)
+    trainer = loop.Trainer(model, loop.OptimConfig(), total_steps=10,
+                           precision="mixed_float16", jit_compile=True)
+    images, labels = _batch(8)
+    out = trainer.train_step(CONFIGS[0], tf.constant(0), images, labels)
+    assert math.isfinite(float(out["loss"]))
+    assert float(trainer.loss_scale.scale) in (2.0**15, 2.0**14)
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
