@@ -14,9 +14,7 @@ import time
 from collections.abc import Callable
 
 from absl import logging
-import keras
 import numpy as np
-import tensorflow as tf
 
 from mixnas_tf import data as data_lib
 from mixnas_tf import errors
@@ -25,6 +23,7 @@ from mixnas_tf import loop
 from mixnas_tf import mixture
 from mixnas_tf import models
 from mixnas_tf import search_space as ss
+from mixnas_tf import standalone
 from mixnas_tf import workdir as workdir_lib
 
 # Flags that may change when a run is resumed: they do not change its results.
@@ -131,12 +130,6 @@ def load_search_data(cfg: SearchConfig):
   return dataset, train, val
 
 
-def set_seeds(seed: int, deterministic: bool) -> None:
-  keras.utils.set_random_seed(seed)
-  if deterministic:
-    tf.config.experimental.enable_op_determinism()
-
-
 def run_search(cfg: SearchConfig, workdir: str,
                after_step: Callable[[int], None] | None = None) -> dict | None:
   """Runs or resumes a search in `workdir`; returns the results, or None if interrupted."""
@@ -154,7 +147,7 @@ def run_search(cfg: SearchConfig, workdir: str,
   logging.info("%s search in %s: %d configurations, K=%d, %d epochs x %d steps, "
                "search-train %d / search-val %d images.", "Resuming" if resumed else "Starting",
                workdir, len(configs), cfg.num_models, cfg.epochs, steps, len(train), len(val))
-  set_seeds(cfg.seed, cfg.deterministic)
+  standalone.set_seeds(cfg.seed, cfg.deterministic)
   loop.set_precision(cfg.precision)
   model = models.SwitchableResNet(
       space=space.name, configs=configs, num_models=cfg.num_models,

@@ -1,0 +1,234 @@
+"""Training one configuration from scratch: the library behind retrain, exhaustive and tune.
+
+A stand-alone network is the same `SwitchableResNet` as the search's SuperNets with one
+configuration, one weight set (K = 1) and standard BatchNorm; it is trained by the same
+`Trainer.train_step` and `loop.run_epochs`. `train_standalone` writes the run's flags
+first, checkpoints, resumes, and writes `metrics.json` atomically at the end.
+"""
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+
+from absl import logging
+import keras
+import tensorflow as tf
+
+from mixnas_tf import data as data_lib
+from mixnas_tf import errors
+from mixnas_tf import loop
+from mixnas_tf import models
+from mixnas_tf import search_space as ss
+from mixnas_tf import workdir as workdir_lib
+
+RESUMABLE_FIELDS = frozenset({"tfds_data_dir", "log_every", "progress", "jit_compile"})
+EVAL_SPLITS = ("test", "holdout")
+
+
+@dataclasses.dataclass(frozen=True)
+class StandaloneConfig:
+  """Everything a stand-alone training run decides (written to flags.json)."""
+  dataset: str = "cifar10"
+  tfds_data_dir: str | None = None
+  image_size: int = 0
+  space: str = "resnet20"
+  config: str = "4,3,3"
+  downsample: str = "maxpool"
+  epochs: int = 30
+  batch_size: int = 128
+  eval_batch_size: int = 256
+  learning_rate: float = 0.1
+  min_learning_rate: float = 0.0
+  schedule: str = "cosine"
+  step_boundaries: tuple[float, ...] = (0.5, 0.75)
+  momentum: float = 0.9
+  nesterov: bool = False
+  weight_decay: float = 5e-4
+  label_smoothing: float = 0.0
+  warmup_epochs: int = 0
+  train_size: int = 0
+  test_size: int = 0
+  # Where the reported accuracy comes from: the dataset's test split ("test"; an image
+  # folder without PATH/test falls back to a held-out part of train), or always a
+  # held-out part of train ("holdout", for model selection without touching test).
+  eval_split: str = "test"
+  holdout_fraction: float = 0.1
+  precision: str = "float32"
+  jit_compile: bool = True
+  seed: int = 0
+  deterministic: bool = False
+  log_every: int = 50
+  progress: bool = True
+
+  def optim(self, steps_per_epoch: int) -> loop.OptimConfig:
+    return loop.OptimConfig(
+        learning_rate=self.learning_rate, min_learning_rate=self.min_learning_rate,
+        schedule=self.schedule, momentum=self.momentum, nesterov=self.nesterov,
+        weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
+        warmup_steps=self.warmup_epochs * steps_per_epoch,
+        step_boundaries=tuple(self.step_boundaries))
+
+
+def validate(cfg: StandaloneConfig) -> tuple[ss.SearchSpace, ss.Config]:
+  space = ss.get_space(cfg.space)
+  config = ss.parse_config(space, cfg.config)
+  checks = [
+      (cfg.epochs >= 1, f"--epochs must be a positive integer (received {cfg.epochs})"),
+      (cfg.batch_size >= 1 and cfg.eval_batch_size >= 1,
+       "--batch_size and --eval_batch_size must be >= 1"),
+      (cfg.learning_rate > 0, f"--learning_rate must be > 0 (received {cfg.learning_rate})"),
+      (cfg.schedule in ("cosine", "step", "constant"),
+       f"--schedule must be cosine, step or constant (received {cfg.schedule})"),
+      (all(0 < b < 1 for b in cfg.step_boundaries),
+       f"--step_boundaries are fractions of training in (0, 1) "
+       f"(received {list(cfg.step_boundaries)})"),
+      (0 <= cfg.label_smoothing < 1,
+       f"--label_smoothing must be in [0, 1) (received {cfg.label_smoothing})"),
+      (cfg.eval_split in EVAL_SPLITS,
+       f"--eval_split must be one of {', '.join(EVAL_SPLITS)} (received {cfg.eval_split})"),
+      (0 < cfg.holdout_fraction < 1,
+       f"--holdout_fraction must be in (0, 1) (received {cfg.holdout_fraction})"),
+      (cfg.precision in loop.PRECISIONS,
+       f"--precision must be one of {', '.join(loop.PRECISIONS)} (received {cfg.precision})"),
+      (cfg.train_size >= 0 and cfg.test_size >= 0 and cfg.warmup_epochs >= 0,
+       "--train_size, --test_size and --warmup_epochs must be >= 0"),
+  ]
+  for ok, message in checks:
+    if not ok:
+      raise errors.UsageError(message)
+  return space, config
+
+
+def load_data(cfg: StandaloneConfig):
+  """(dataset, train split, evaluation split, name of the evaluation split)."""
+  dataset = data_lib.load(cfg.dataset, image_size=cfg.image_size,
+                          tfds_data_dir=cfg.tfds_data_dir, load_test=cfg.eval_split == "test")
+  if cfg.eval_split == "test" and dataset.test is not None:
+    train, test, test_name = dataset.train, dataset.test, dataset.test_split_name
+  else:
+    train, test = data_lib.split(dataset.train, cfg.holdout_fraction, cfg.seed)
+    test_name = f"holdout {cfg.holdout_fraction:g} of train (seed {cfg.seed})"
+  train = data_lib.subsample(train, cfg.train_size or None, cfg.seed)
+  test = data_lib.subsample(test, cfg.test_size or None, cfg.seed + 1)
+  data_lib.steps_per_epoch(train, cfg.batch_size)  # Raises when the batch is too large.
+  return dataset, train, test, test_name
+
+
+def build(cfg: StandaloneConfig, space, config, dataset) -> models.SwitchableResNet:
+  """The stand-alone network of `config` (K = 1, standard BatchNorm)."""
+  return models.SwitchableResNet(
+      space=space.name, configs=[config], num_models=1, num_classes=dataset.num_classes,
+      downsample=cfg.downsample, batchnorm="standard", mean=dataset.mean, std=dataset.std)
+
+
+def train_standalone(cfg: StandaloneConfig, workdir: str,
+                     after_step: Callable[[int], None] | None = None,
+                     loaded=None) -> dict | None:
+  """Trains (or resumes) `cfg.config` from scratch in `workdir`; returns metrics.json.
+
+  Args:
+    cfg: the run's settings.
+    workdir: the run's directory.
+    after_step: test hook called with the global step after each step.
+    loaded: optional result of `load_data(cfg)` to share data across runs in a process.
+
+  Returns:
+    The metrics (also in `workdir/metrics.json`), or None if interrupted.
+  """
+  space, config = validate(cfg)
+  metrics_path = os.path.join(workdir, "metrics.json")
+  dataset, train, test, test_name = loaded or load_data(cfg)
+  steps = data_lib.steps_per_epoch(train, cfg.batch_size)
+  loop.set_precision(cfg.precision)
+  set_seeds(cfg.seed, cfg.deterministic)
+  model = build(cfg, space, config, dataset)
+  workdir_lib.prepare(workdir, dataclasses.asdict(cfg), ignore=RESUMABLE_FIELDS, extra={
+      "run.json": {"config": {"index": ss.to_index(space, config),
+                              "stages": list(ss.to_stages(space, config)),
+                              "code": ss.to_code_string(config)},
+                   "model": model.get_config(), "image_size": dataset.image_size,
+                   "train_images": len(train), "eval_images": len(test),
+                   "eval_split": test_name, "steps_per_epoch": steps,
+                   "classes": list(dataset.class_names)}})
+  if os.path.exists(metrics_path):
+    logging.info("%s is complete: %s", workdir, metrics_path)
+    return workdir_lib.read_json(metrics_path)
+  trainer = loop.Trainer(model, cfg.optim(steps), total_steps=cfg.epochs * steps,
+                         precision=cfg.precision, jit_compile=cfg.jit_compile)
+  k = tf.constant(0, tf.int32)
+
+  def batches(epoch, start):
+    return data_lib.train_batches(train, batch_size=cfg.batch_size,
+                                  image_size=dataset.image_size, seed=cfg.seed, epoch=epoch,
+                                  start_step=start)
+
+  def step(epoch, step_in_epoch, batch):
+    images, labels = batch
+    return trainer.train_step(config, k, images, labels)
+
+  def eval_batches():
+    return data_lib.eval_batches(test, batch_size=cfg.eval_batch_size,
+                                 image_size=dataset.image_size)
+
+  hooks = loop.LoopHooks(batches=batches, step=step, after_step=after_step)
+  status = loop.run_epochs(workdir=workdir, trainer=trainer, hooks=hooks, epochs=cfg.epochs,
+                           steps_per_epoch=steps, log_every=cfg.log_every,
+                           progress=cfg.progress)
+  if status == "interrupted":
+    return None
+  t0 = time.time()
+  result = trainer.evaluate(config, 0, eval_batches())
+  state = workdir_lib.read_json(os.path.join(workdir, "state.json"))
+  metrics = {
+      "config": {"index": ss.to_index(space, config),
+                 "stages": list(ss.to_stages(space, config)),
+                 "code": ss.to_code_string(config)},
+      "dataset": cfg.dataset,
+      "eval_split": test_name,
+      "test_accuracy": result["accuracy"],
+      "test_loss": result["loss"],
+      "test_images": result["count"],
+      "per_class_accuracy": dict(zip(dataset.class_names, result["per_class_accuracy"])),
+      "train_accuracy_last_epoch": state["history"][-1].get("train/accuracy"),
+      "params": model.count_params_per_model(config),
+      "macs": ss.macs(space, config, dataset.image_size, cfg.downsample,
+                      num_classes=dataset.num_classes),
+      "epochs": cfg.epochs,
+      "train_seconds": state.get("elapsed"),
+      "eval_seconds": time.time() - t0,
+      "trace_counts": trainer.trace_counts(),
+      "seed": cfg.seed,
+  }
+  workdir_lib.atomic_write_json(metrics_path, metrics)
+  logging.info("%s: test accuracy %.4f on %d images", ss.format_stages(
+      ss.to_stages(space, config)), metrics["test_accuracy"], metrics["test_images"])
+  return metrics
+
+
+def set_seeds(seed: int, deterministic: bool) -> None:
+  """Seeds Python, numpy and TF (initialisation); optionally TF op determinism."""
+  keras.utils.set_random_seed(seed)
+  if deterministic:
+    tf.config.experimental.enable_op_determinism()
+
+
+def restore_model(workdir: str) -> tuple[models.SwitchableResNet, dict]:
+  """Rebuilds a finished run's network (float32) and restores its trained weights.
+
+  Returns:
+    (model, run) where run is the run's `run.json` (configuration, classes, image size).
+  """
+  run_path = os.path.join(workdir, "run.json")
+  if not os.path.exists(run_path):
+    raise errors.UsageError(f"{workdir} holds no stand-alone training run (no run.json)")
+  run = workdir_lib.read_json(run_path)
+  cfg = workdir_lib.read_json(os.path.join(workdir, "flags.json"))
+  loop.set_precision("float32")
+  model = models.SwitchableResNet.from_config(run["model"])
+  trainer = loop.Trainer(model, loop.OptimConfig(), total_steps=1, jit_compile=False)
+  state = loop.Checkpointer(workdir, trainer).restore()
+  if state is None or state["epoch"] < cfg["epochs"]:
+    raise errors.UsageError(f"the run in {workdir} has not finished training; "
+                            "run the same command again to complete it first")
+  return model, run
