@@ -53,6 +53,30 @@ def define_run_flags(defaults) -> None:
   flags.DEFINE_bool("progress", defaults.progress, "Show a progress bar.")
 
 
+def define_xla_cache_flag() -> None:
+  flags.DEFINE_string("xla_cache_dir", None, "Directory of XLA's persistent compilation "
+                      "cache (default: WORKDIR/xla_cache), so that a resumed or repeated run "
+                      "does not compile its steps again. 'none' disables it.")
+
+
+def enable_xla_cache(directory: str | None, workdir: str) -> None:
+  """Points XLA's persistent compilation cache at `directory` (before the first compile).
+
+  TF reads TF_XLA_FLAGS when it compiles the first XLA cluster, so setting it here, after
+  TensorFlow was imported but before any step ran, takes effect. A user's own
+  TF_XLA_FLAGS setting of the cache wins.
+  """
+  if directory == "none":
+    return
+  existing = os.environ.get("TF_XLA_FLAGS", "")
+  if "tf_xla_persistent_cache_directory" in existing:
+    return
+  directory = os.path.abspath(directory or os.path.join(workdir, "xla_cache"))
+  os.makedirs(directory, exist_ok=True)
+  os.environ["TF_XLA_FLAGS"] = (
+      f"{existing} --tf_xla_persistent_cache_directory={directory}".strip())
+
+
 def parse_flags(argv):
   """absl flag parsing whose errors are one line and exit 2 (no usage dump)."""
   try:

@@ -52,6 +52,7 @@ flags.DEFINE_enum("final_eval", _D.final_eval, list(search.FINAL_EVALS), "After 
 flags.DEFINE_enum("estimate", _D.estimate, list(search.ESTIMATES), "A configuration's "
                   "estimated accuracy: under its assigned weight set, or the max over sets.")
 cli.define_run_flags(_D)
+cli.define_xla_cache_flag()
 
 FLAGS = flags.FLAGS
 
@@ -60,7 +61,9 @@ def main(argv):
   cli.check_no_positional(argv)
   fields = {f.name for f in dataclasses.fields(search.SearchConfig)}
   cfg = search.SearchConfig(**{name: FLAGS[name].value for name in fields})
-  results = search.run_search(cfg, cli.required_workdir(FLAGS.workdir))
+  workdir = cli.required_workdir(FLAGS.workdir)
+  cli.enable_xla_cache(FLAGS.xla_cache_dir, workdir)
+  results = search.run_search(cfg, workdir)
   if results is None:
     cli.exit_interrupted()
   best = results["best"]
