@@ -1,0 +1,136 @@
+"""Tests for mixnas_tf.rank: readers, metrics (pinned on the reference CSV), command line."""
+
+import json
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+
+from mixnas_tf import errors
+from mixnas_tf import rank
+
+# The shared folder sits beside the repository: /work/main -> /work/shared.
+REFERENCE = (Path(__file__).resolve().parents[1].parent / "shared" / "reference" /
+             "resnet20_cifar10_configs.csv")
+
+
+@pytest.fixture(name="reference")
+def fixture_reference():
+  if not REFERENCE.exists():
+    pytest.skip(f"reference table {REFERENCE} is absent (the shared folder is not beside "
+                "the repository); the hand-made cases still run")
+  return str(REFERENCE)
+
+
+# ALGORITHM.md: "Rank correlations computed from that file (scipy): Kendall tau M1 0.143,
+# M2 0.312, M4 0.597, M8 0.530; Spearman M1 0.233, M4 0.757."
+@pytest.mark.parametrize("column,kendall,spearman", [
+    ("M1_avg", 0.143, 0.233), ("M2_avg", 0.312, None), ("M4_avg", 0.597, 0.757),
+    ("M8_avg", 0.530, None)])
+def test_reference_rank_correlations(reference, column, kendall, spearman):
+  truth = rank.read(f"{reference}:baseline_avg")
+  result = rank.compare_sources(truth, rank.read(f"{reference}:{column}"))
+  assert result["num_compared"] == 36
+  assert round(result["kendall_tau"], 3) == kendall
+  if spearman is not None:
+    assert round(result["spearman"], 3) == spearman
+  # ALGORITHM.md: best stand-alone is 34 [7,1,2] at 92.01.
+  assert result["best"]["index"] == 34 and result["best"]["stages"] == "[7,1,2]"
+  assert result["best"]["true_accuracy"] == pytest.approx(92.01, abs=0.005)
+  assert result["regret"] == pytest.approx(
+      92.01 - result["chosen"]["true_accuracy"], abs=0.005)
+
+
+def test_reference_default_column_is_baseline(reference):
+  source = rank.read(reference)
+  assert source.column == "baseline_avg" and len(source.values) == 36
+  assert source.values[1] == pytest.approx(87.44666667)
+
+
+def test_hand_made_metrics():
+  truth = {1: 90.0, 2: 80.0, 3: 70.0, 4: 60.0, 5: 50.0}
+  # One swap of the two best: one discordant pair of 10.
+  estimate = {1: 0.8, 2: 0.9, 3: 0.7, 4: 0.6, 5: 0.5, 6: 0.99}
+  result = rank.compare(truth, estimate)
+  assert result["num_compared"] == 5
+  assert result["estimate_only"] == [6] and result["truth_only"] == []
+  assert result["kendall_tau"] == pytest.approx(0.8)  # (9 - 1) / 10
+  assert result["spearman"] == pytest.approx(1 - 6 * 2 / (5 * 24))  # d = (1, 1, 0, 0, 0)
+  assert result["top_k_overlap"] == {"1": 0.0, "3": 1.0, "5": 1.0}
+  assert result["chosen"]["index"] == 2 and result["chosen"]["true_rank"] == 2
+  assert result["regret"] == pytest.approx(10.0)
+  perfect = rank.compare(truth, truth)
+  assert perfect["kendall_tau"] == pytest.approx(1.0) and perfect["regret"] == 0.0
+
+
+def test_constant_estimate_has_no_correlation_and_too_few_configs_fail():
+  result = rank.compare({1: 1.0, 2: 2.0, 3: 3.0}, {1: 0.5, 2: 0.5, 3: 0.5})
+  assert result["kendall_tau"] is None and result["spearman"] is None
+  assert result["chosen"]["index"] == 1  # Ties go to the lower reference number.
+  with pytest.raises(errors.UsageError, match="only 1 configuration"):
+    rank.compare({1: 1.0, 2: 2.0}, {2: 1.0, 3: 1.0})
+
+
+def _write(path, text):
+  path.write_text(text)
+  return str(path)
+
+
+def test_readers_convert_our_fractions_to_percent(tmp_path):
+  results = {"configs": [{"index": 24, "stages": [4, 3, 3], "estimated_accuracy": 0.5,
+                          "macs": 10},
+                         {"index": 1, "stages": [1, 1, 8], "estimated_accuracy": 0.25,
+                          "macs": 5}],
+             "ranking": [24, 1]}
+  search_dir = tmp_path / "search"
+  search_dir.mkdir()
+  _write(search_dir / "results.json", json.dumps(results))
+  assert rank.read(str(search_dir)).values == {24: 50.0, 1: 25.0}
+  assert rank.read(f"{search_dir}/results.json:macs").values == {24: 10.0, 1: 5.0}
+  ranking = _write(tmp_path / "ranking.csv",
+                   "rank,index,stages,code,model,estimated_accuracy,macs\n"
+                   "1,24,\"[4,3,3]\",\"0,0,0,0,1,0,0,1,0,0\",0,0.500000,10\n")
+  assert rank.read(ranking).values == {24: 50.0}
+  table = _write(tmp_path / "table.csv",
+                 "architecture,stages,baseline_avg,baseline_stdev,seeds,macs,params\n"
+                 "24,\"[4,3,3]\",61.5,0.0,1,10,20\n5,\"[1,5,4]\",60.0,0.0,1,10,20\n")
+  assert rank.read(table).values == {24: 61.5, 5: 60.0}
+  by_stages = _write(tmp_path / "stages.csv", "stages,acc\n\"[4,3,3]\",1\n\"[7,1,2]\",2\n")
+  assert rank.read(f"{by_stages}:acc").values == {24: 1.0, 34: 2.0}
+  tune = {"trials": [
+      {"config": 5, "accuracy": 0.4, "epochs": 1, "status": "COMPLETED"},
+      {"config": 5, "accuracy": 0.3, "epochs": 3, "status": "COMPLETED"},  # Longer wins.
+      {"config": 7, "accuracy": 0.6, "epochs": 1, "status": "COMPLETED"},
+      {"config": 8, "accuracy": None, "epochs": 1, "status": "RUNNING"}]}
+  tune_file = _write(tmp_path / "tune_results.json", json.dumps(tune))
+  assert rank.read(tune_file).values == pytest.approx({5: 30.0, 7: 60.0})
+
+
+def test_reader_errors_are_one_line(tmp_path):
+  table = _write(tmp_path / "t.csv", "architecture,a\n1,2\n")
+  with pytest.raises(errors.UsageError, match="name the column"):
+    rank.read(table)
+  with pytest.raises(errors.UsageError, match="no column 'b'; columns: architecture, a"):
+    rank.read(f"{table}:b")
+  with pytest.raises(errors.UsageError, match="does not exist"):
+    rank.read(str(tmp_path / "missing.csv:a"))
+  bad = _write(tmp_path / "bad.csv", "architecture,a\n99,1\n")
+  with pytest.raises(errors.UsageError, match="outside the resnet20 space's 1..36"):
+    rank.read(f"{bad}:a")
+
+
+def test_command_line_json_and_error(tmp_path):
+  truth = _write(tmp_path / "truth.csv", "architecture,baseline_avg,est\n"
+                 "1,90,0.1\n2,80,0.3\n3,70,0.2\n")
+  out = subprocess.run([sys.executable, "-m", "mixnas_tf.rank", f"--truth={truth}",
+                        f"--estimate={truth}:est", "--json"],
+                       capture_output=True, text=True, check=True)
+  result = json.loads(out.stdout)["comparisons"][0]
+  assert result["num_compared"] == 3 and result["chosen"]["index"] == 2
+  assert result["regret"] == pytest.approx(10.0)
+  out = subprocess.run([sys.executable, "-m", "mixnas_tf.rank", f"--truth={truth}"],
+                       capture_output=True, text=True)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines() == [
+      "error: --truth and --estimate are required (FILE or FILE:COLUMN)"]
