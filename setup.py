@@ -18,6 +18,9 @@ setuptools.setup(
         # for Python >= 3.9 (tensorflow/datasets#11212).
         "importlib_resources",
         "keras-tuner>=1.4",
+        # tf.summary (the loop's TensorBoard scalars) needs it; TF 2.21 no longer
+        # installs it as a dependency.
+        "tensorboard",
         "absl-py",
         "numpy",
         "scipy",
