@@ -348,13 +348,16 @@ def format_comparison(result: dict) -> str:
   return "\n".join(lines)
 
 
-flags.DEFINE_string("truth", None, "The true accuracies, FILE[:COLUMN]: an exhaustive "
-                    "table.csv, the reference CSV (column baseline_avg by default), a "
-                    "search's results.json or KerasTuner results.")
-flags.DEFINE_multi_string("estimate", None, "Estimated accuracies, FILE[:COLUMN] (same "
-                          "kinds of source as --truth); repeat the flag to compare several.")
-flags.DEFINE_string("space", "resnet20", "Search space the reference numbers belong to.")
-flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
+def define_flags() -> None:
+  """The command's flags (defined only when it runs, so that report can import this)."""
+  flags.DEFINE_string("truth", None, "The true accuracies, FILE[:COLUMN]: an exhaustive "
+                      "table.csv, the reference CSV (column baseline_avg by default), a "
+                      "search's results.json or KerasTuner results.")
+  flags.DEFINE_multi_string("estimate", None, "Estimated accuracies, FILE[:COLUMN] (same "
+                            "kinds of source as --truth); repeat the flag to compare several.")
+  flags.DEFINE_string("space", "resnet20", "Search space the reference numbers belong to.")
+  flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
+
 
 FLAGS = flags.FLAGS
 
@@ -377,5 +380,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(cli.guarded(main), flags_parser=cli.parse_flags)
   sys.exit(0)
