@@ -17,6 +17,7 @@ TensorBoard scalars, checkpoints every epoch and on SIGINT/SIGTERM, resume.
 import contextlib
 import dataclasses
 import json
+import logging as logging_std
 import math
 import os
 import signal
@@ -33,6 +34,17 @@ from mixnas_tf import optim
 from mixnas_tf import workdir as workdir_lib
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+class _ExpectedRetracing(logging_std.Filter):
+  """Drops TF's retracing warning: the steps trace once per configuration by design
+  (the configuration fixes the shapes), and the loop logs its own trace counts."""
+
+  def filter(self, record):
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_ExpectedRetracing())
 
 
 def set_precision(precision: str) -> None:
@@ -165,7 +177,11 @@ class Trainer(tf.Module):
     with tf.GradientTape() as tape:
       logits = self.model(images, config=config, model_index=model_index, training=True)
       loss = tf.reduce_mean(self._loss(labels, logits))
-      scaled = loss * self.loss_scale.scale if self.loss_scale else loss
+      # Terms the model adds with `add_loss` (e.g. the DiffStride cost penalty).
+      extra = [tf.cast(term, tf.float32) for term in self.model.losses]
+      regularization = tf.add_n(extra) if extra else None
+      total = loss + regularization if extra else loss
+      scaled = total * self.loss_scale.scale if self.loss_scale else total
     grads = tape.gradient(scaled, variables)
     finite = None
     if self.loss_scale:
@@ -182,7 +198,10 @@ class Trainer(tf.Module):
                                     tf.ones([1], tf.int64))
     accuracy = tf.reduce_mean(tf.cast(
         tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
-    return {"loss": loss, "accuracy": accuracy, "learning_rate": lr}
+    metrics = {"loss": loss, "accuracy": accuracy, "learning_rate": lr}
+    if extra:
+      metrics["regularization_loss"] = regularization
+    return metrics
 
   def _train_step(self, config, model_index, images, labels):
     return self._train_body(tuple(config), tf.convert_to_tensor(model_index, tf.int32),
@@ -308,14 +327,15 @@ class LoopHooks:
 
   batches(epoch, start_step): the epoch's training batches from `start_step` on.
   step(epoch, step, batch): runs one compiled step, returns scalar tensors (not fetched).
-  epoch_begin(epoch): host work before an epoch (e.g. balancing); returns scalars to log.
+  epoch_begin(epoch, start_step): host work before an epoch (e.g. balancing) or before
+    resuming it at `start_step` > 0; returns scalars to log.
   epoch_end(epoch, metrics): host work after it; returns scalars to log.
   state(): extra JSON-able host state to checkpoint; restore(state): its inverse.
   after_step(global_step): test hook, called after each step.
   """
   batches: Callable[[int, int], Iterable]
   step: Callable[[int, int, Any], dict]
-  epoch_begin: Callable[[int], dict] = lambda epoch: {}
+  epoch_begin: Callable[[int, int], dict] = lambda epoch, start_step: {}
   epoch_end: Callable[[int, dict], dict] = lambda epoch, metrics: {}
   state: Callable[[], dict] = dict
   restore: Callable[[dict], None] = lambda state: None
@@ -356,7 +376,7 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
   with GracefulStop() as stop:
     for epoch in range(state["epoch"], epochs):
       start = state["step_in_epoch"] if epoch == state["epoch"] else 0
-      begin = hooks.epoch_begin(epoch)
+      begin = hooks.epoch_begin(epoch, start)
       sums = {k: tf.constant(v) for k, v in state["sums"].items()} if start else {}
       bar = keras.utils.Progbar(steps_per_epoch, verbose=1 if progress else 0,
                                 stateful_metrics=None)

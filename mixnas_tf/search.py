@@ -162,12 +162,15 @@ def run_search(cfg: SearchConfig, workdir: str,
   sequences: dict[int, np.ndarray] = {}
   compile_time = {"seconds": 0.0}
 
-  def epoch_begin(epoch):
+  def epoch_begin(epoch, start_step):
     temperature = mixture.temperature(epoch, cfg.epochs, cfg.max_temperature)
-    divisor = mixture.epoch_balance(mixture_state.scores.numpy().astype(np.float64),
-                                    temperature)
-    mixture_state.temperature.assign(temperature)
-    mixture_state.log_divisor.assign(np.log(divisor).astype(np.float32))
+    if start_step == 0:
+      divisor = mixture.epoch_balance(mixture_state.scores.numpy().astype(np.float64),
+                                      temperature)
+      mixture_state.temperature.assign(temperature)
+      mixture_state.log_divisor.assign(np.log(divisor).astype(np.float32))
+    # else: resuming mid-epoch, the epoch's balancing (computed from the scores at its
+    # start) was restored from the checkpoint; the current scores must not replace it.
     sequences.clear()
     sequences[epoch] = config_sequence(cfg.seed, epoch, len(configs), steps)
     return {"search/temperature": float(temperature)}

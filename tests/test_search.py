@@ -1,0 +1,195 @@
+"""End-to-end searches: outputs, resume determinism, bad inputs, TFDS mocks, real data."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from mixnas_tf import errors
+from mixnas_tf import search
+from conftest import make_image_folder
+
+CONFIGS = "4,3,3;5,3,2;1,1,8"
+
+
+def _cfg(folder, **overrides):
+  base = dict(dataset=f"folder:{folder}", configs=CONFIGS, num_models=2, epochs=2,
+              batch_size=16, eval_batch_size=32, progress=False, log_every=2,
+              jit_compile=False, seed=3, deterministic=True)
+  base.update(overrides)
+  return search.SearchConfig(**base)
+
+
+def _read(workdir, name):
+  with open(os.path.join(workdir, name)) as f:
+    return json.load(f)
+
+
+def test_search_writes_flags_results_ranking_and_plots(tiny_folder, tmp_path):
+  workdir = str(tmp_path / "run")
+  cfg = _cfg(tiny_folder, jit_compile=True, deterministic=False)
+  results = search.run_search(cfg, workdir)
+  assert _read(workdir, "flags.json") == json.loads(json.dumps(dataclasses.asdict(cfg)))
+  space = _read(workdir, "search_space.json")
+  assert space["searched"] == [24, 29, 1]
+  assert len(space["configs"]) == 36
+  assert results == _read(workdir, "results.json")
+  assert results["num_models"] == 2 and results["dataset"] == cfg.dataset
+  assert [c["index"] for c in results["configs"]] == [1, 24, 29]
+  for c in results["configs"]:
+    assert len(c["accuracy_per_model"]) == 2
+    assert c["estimated_accuracy"] == c["accuracy_per_model"][c["model"]]
+    assert 0.0 <= c["estimated_accuracy"] <= 1.0
+  np.testing.assert_allclose(np.sum(results["assignment"], axis=1), 1.0, atol=1e-9)
+  best = max(results["configs"], key=lambda c: (c["estimated_accuracy"], -c["index"]))
+  assert results["best"]["index"] == best["index"]
+  assert results["best"]["stages"] == best["stages"]
+  # One compiled search step per configuration, one eval step per configuration.
+  assert results["trace_counts"] == {"train_step": 0, "search_step": 3, "eval_step": 3}
+  with open(os.path.join(workdir, "ranking.csv")) as f:
+    rows = f.read().splitlines()
+  assert rows[0].startswith("rank,index,stages") and len(rows) == 4
+  assert rows[1].split(",")[1] == str(results["ranking"][0])
+  for png in ("assignment.png", "estimated_accuracy.png"):
+    assert os.path.getsize(os.path.join(workdir, png)) > 1000
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  history = _read(workdir, "state.json")["history"]
+  assert [h["epoch"] for h in history] == [0, 1]
+  assert history[0]["search/temperature"] == 1.0 and history[1]["search/temperature"] == 100.0
+  assert sum(h["search/steps_model_0"] + h["search/steps_model_1"] for h in history) == 2 * 3
+  # Running again on the finished directory does not train again and gives the same.
+  assert search.run_search(cfg, workdir)["configs"] == results["configs"]
+
+
+def test_resumed_search_makes_the_same_decisions(tiny_folder, tmp_path):
+  cfg = _cfg(tiny_folder, epochs=3)
+  straight = str(tmp_path / "straight")
+  reference = search.run_search(cfg, straight)
+
+  resumed = str(tmp_path / "resumed")
+  stop_at = 5  # Mid-way through the second epoch (3 steps per epoch).
+
+  def interrupt(global_step):
+    if global_step == stop_at:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  assert search.run_search(cfg, resumed, after_step=interrupt) is None
+  partial = _read(resumed, "state.json")
+  assert (partial["epoch"], partial["step_in_epoch"]) == (1, 2)
+  assert len(partial["extra"]["samples"]) == stop_at
+  assert not os.path.exists(os.path.join(resumed, "results.json"))
+  results = search.run_search(cfg, resumed)
+
+  a, b = _read(straight, "state.json"), _read(resumed, "state.json")
+  assert a["extra"]["samples"] == b["extra"]["samples"]
+  assert len(a["extra"]["samples"]) == 9
+  np.testing.assert_array_equal(reference["scores"], results["scores"])
+  assert reference["configs"] == results["configs"]
+  assert reference["best"] == results["best"]
+  for ha, hb in zip(a["history"], b["history"]):
+    assert ha["search/scores"] == hb["search/scores"]
+    assert ha["train/loss"] == pytest.approx(hb["train/loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(dataset="imagenet"), "unknown dataset"),
+    (dict(configs="4,3,4"), "sum to 11"),
+    (dict(configs="99"), "out of range"),
+    (dict(configs=";"), "configuration"),
+    (dict(num_models=0), "--num_models must be >= 1"),
+    (dict(num_models=4), "more than the 3 configurations"),
+    (dict(epochs=0), "--epochs must be a positive integer"),
+    (dict(batch_size=512), "larger than"),
+    (dict(val_fraction=1.0), "--val_fraction"),
+])
+def test_bad_input_is_one_line(tiny_folder, tmp_path, overrides, message):
+  workdir = str(tmp_path / "bad")
+  with pytest.raises(errors.UsageError, match=message) as info:
+    search.run_search(_cfg(tiny_folder, **overrides), workdir)
+  assert "\n" not in str(info.value)
+  assert not os.path.exists(os.path.join(workdir, "flags.json"))
+
+
+def test_bad_folders_are_named(tmp_path):
+  cases = {
+      "missing": tmp_path / "nowhere",
+      "empty": tmp_path / "empty",
+      "one class": make_image_folder(tmp_path / "one", classes=("only",), per_class=4),
+  }
+  (tmp_path / "empty" / "train").mkdir(parents=True)
+  corrupt = make_image_folder(tmp_path / "corrupt", per_class=4)
+  (corrupt / "train" / "b" / "0002.png").write_bytes(b"not an image")
+  cases["corrupt"] = corrupt
+  for name, folder in cases.items():
+    with pytest.raises(errors.UsageError) as info:
+      search.run_search(_cfg(folder), str(tmp_path / "w" / name.replace(" ", "_")))
+    assert "\n" not in str(info.value), name
+    if name == "corrupt":
+      assert "0002.png" in str(info.value)
+    elif name == "one class":
+      assert "1 class" in str(info.value)
+    else:
+      assert str(folder) in str(info.value), name
+
+
+def _cli(*args, cwd=None):
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+  return subprocess.run([sys.executable, "-m", "mixnas_tf.train", *args], capture_output=True,
+                        text=True, env=env, cwd=cwd, timeout=300)
+
+
+def test_cli_errors_are_one_line_and_keep_results(tiny_folder, tmp_path):
+  workdir = tmp_path / "cli"
+  flags = [f"--dataset=folder:{tiny_folder}", f"--workdir={workdir}", f"--configs={CONFIGS}",
+           "--num_models=2", "--epochs=1", "--batch_size=16", "--eval_batch_size=32",
+           "--nojit_compile", "--noprogress"]
+  done = _cli(*flags)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "best configuration" in done.stdout
+  before = (workdir / "results.json").read_bytes()
+  for bad, expected in ((["--num_models=3"], "--num_models=2"),
+                        (["--dataset=mnist"], "unknown dataset"),
+                        (["--configs=[0,5,5]"], "configuration")):
+    out = _cli(*flags, *bad)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+  assert (workdir / "results.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("dataset, image_size", [("cifar10", 0), ("food101", 96)])
+def test_one_search_epoch_under_tfds_mock(tmp_path, dataset, image_size):
+  with tfds.testing.mock_data(num_examples=64):
+    results = search.run_search(
+        search.SearchConfig(dataset=dataset, image_size=image_size, configs="4,3,3;5,3,2",
+                            num_models=2, epochs=1, batch_size=16, eval_batch_size=16,
+                            progress=False, jit_compile=dataset == "cifar10"),
+        str(tmp_path / dataset))
+  assert len(results["configs"]) == 2
+  assert results["model_steps"] == [sum(results["model_steps"]) - results["model_steps"][1],
+                                    results["model_steps"][1]]
+  assert sum(results["model_steps"]) == 32 // 16
+
+
+def test_short_real_search_on_cifar10_folder(cifar10_folder, tmp_path):
+  cfg = search.SearchConfig(
+      dataset=f"folder:{cifar10_folder}", configs="4,3,3;1,1,8", num_models=2, epochs=3,
+      train_size=2048, val_size=512, batch_size=64, eval_batch_size=128, progress=False,
+      jit_compile=True, seed=0)
+  workdir = str(tmp_path / "cifar")
+  results = search.run_search(cfg, workdir)
+  history = _read(workdir, "state.json")["history"]
+  losses = [h["train/loss"] for h in history]
+  assert losses[-1] < losses[0] - 0.2, losses
+  accuracies = [c["estimated_accuracy"] for c in results["configs"]]
+  # Three short epochs on 2,048 real images: every estimate is clearly above chance.
+  assert min(accuracies) > 0.15, accuracies
+  assert results["search_val_images"] == 512
+  assert sum(results["model_steps"]) == 3 * (2048 // 64)
