@@ -2,41 +2,27 @@
 
 import dataclasses
 import os
-import pathlib
 import shutil
 import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from mixnas_tf import errors
 from mixnas_tf import exhaustive
 from mixnas_tf import rank
 from mixnas_tf import standalone
+from conftest import make_image_folder
 
 CONFIGS = "1;24;36"  # Reference numbers, in this (reference) order.
 STEPS = 4  # 36 training images (48 less a 0.25 holdout) at batch 8.
 
 
-def _image_folder(root: pathlib.Path, per_class: int = 24, size: int = 8) -> pathlib.Path:
-  """Two classes told apart by a colour channel (PNGs)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(0)
-  for c in range(2):
-    folder = root / "train" / f"class{c}"
-    folder.mkdir(parents=True)
-    for i in range(per_class):
-      image = rng.integers(0, 120, (size, size, 3))
-      image[..., c] += 120
-      tf.io.write_file(str(folder / f"{i}.png"), tf.io.encode_png(image.astype(np.uint8)))
-  return root
-
-
 @pytest.fixture(name="cfg", scope="module")
 def fixture_cfg(tmp_path_factory):
-  root = _image_folder(tmp_path_factory.mktemp("folder"))
+  root = make_image_folder(tmp_path_factory.mktemp("folder"), classes=("a", "b"),
+                           per_class=24, size=8)
   return standalone.StandaloneConfig(
       dataset=f"folder:{root}", epochs=1, batch_size=8, eval_batch_size=8,
       eval_split="holdout", holdout_fraction=0.25, jit_compile=False, progress=False,

@@ -6,13 +6,13 @@ import pathlib
 import signal
 
 import keras_tuner
-import numpy as np
 import pytest
 
 from mixnas_tf import errors
 from mixnas_tf import rank
 from mixnas_tf import standalone
 from mixnas_tf import tune
+from conftest import make_image_folder
 
 
 @pytest.mark.parametrize("max_epochs,factor", [(1, 3), (4, 3), (30, 3), (81, 3), (10, 2)])
@@ -49,23 +49,11 @@ def test_bayesian_without_scikit_learn_is_a_one_line_error(monkeypatch):
   tune.check_tuner_available("random")
 
 
-def _image_folder(root: pathlib.Path, per_class: int = 24, size: int = 8) -> pathlib.Path:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(1)
-  for c in range(2):
-    folder = root / "train" / f"class{c}"
-    folder.mkdir(parents=True)
-    for i in range(per_class):
-      image = rng.integers(0, 120, (size, size, 3))
-      image[..., c] += 120
-      tf.io.write_file(str(folder / f"{i}.png"), tf.io.encode_png(image.astype(np.uint8)))
-  return root
-
-
 # KerasTuner 1.4.8 calls threading.currentThread(), deprecated in Python 3.10+.
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_random_search_of_two_trials_runs_through_our_loop(tmp_path, capsys):
-  root = _image_folder(tmp_path / "folder")
+  root = make_image_folder(tmp_path / "folder", classes=("a", "b"), per_class=24,
+                           size=8, seed=1)
   base = standalone.StandaloneConfig(
       dataset=f"folder:{root}", batch_size=8, eval_batch_size=8, holdout_fraction=0.25,
       jit_compile=False, progress=False, log_every=1)
