@@ -387,8 +387,9 @@ def build_report(search_dirs: list[str], out: str, ground_truth: str | None = No
     lines += ["## Ranking against the ground truth", "",
               f"Ground truth: `{truth.source}` ({len(truth.values)} configurations, column "
               f"`{truth.column}`, percent). Metrics over the configurations present in both "
-              "(mixnas_tf.rank); regret = true accuracy of the truly best minus true "
-              "accuracy of the chosen configuration (points).", "",
+              "(mixnas_tf.rank); regret = true accuracy of the truly best (of all "
+              f"{len(truth.values)}) minus true accuracy of the chosen configuration "
+              "(points).", "",
               "| estimate | compared | Kendall tau | Spearman | " +
               " | ".join(f"top-{k}" for k in ks) + " | chosen (true accuracy, true rank) | "
               "regret |", "|---|---|---|---|" + "---|" * len(ks) + "---|---|"]
@@ -399,7 +400,7 @@ def build_report(search_dirs: list[str], out: str, ground_truth: str | None = No
           f"{_fmt(m['spearman'])} | " +
           " | ".join(_fmt(m["top_k_overlap"].get(k), ".2f") for k in ks) +
           f" | {c['index']} {c['stages']} ({c['true_accuracy']:.2f} %, "
-          f"{c['true_rank']}/{m['num_compared']}) | {m['regret']:.2f} |")
+          f"{c['true_rank']}/{m['num_truth']}) | {m['regret']:.2f} |")
     best = metrics[0]["best"]
     lines += ["", f"Truly best: {best['index']} {best['stages']} "
               f"({best['true_accuracy']:.2f} %).", "",

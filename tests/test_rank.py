@@ -60,6 +60,12 @@ def test_hand_made_metrics():
   assert result["top_k_overlap"] == {"1": 0.0, "3": 1.0, "5": 1.0}
   assert result["chosen"]["index"] == 2 and result["chosen"]["true_rank"] == 2
   assert result["regret"] == pytest.approx(10.0)
+  # An estimate of a subset (a tuner's sample) is charged against the best of the truth.
+  subset = rank.compare(truth, {3: 0.9, 4: 0.2, 5: 0.1})
+  assert subset["num_compared"] == 3 and subset["truth_only"] == [1, 2]
+  assert subset["chosen"]["index"] == 3 and subset["chosen"]["true_rank"] == 3
+  assert subset["regret"] == pytest.approx(20.0)
+  assert subset["regret_among_compared"] == 0.0
   perfect = rank.compare(truth, truth)
   assert perfect["kendall_tau"] == pytest.approx(1.0) and perfect["regret"] == 0.0
 

@@ -58,7 +58,7 @@ def test_report_with_ground_truth_and_tuner(search_dir, tmp_path):
     assert heading in text
   assert "| k2 | 2 | 2 | 3 |" in text and "| k2_copy | 2 | 2 | 3 |" in text
   # The tuner ranks 24 over 1: chosen = the truly best, regret 0, 2 compared (no top-3).
-  assert ("| KerasTuner tune | 2 | 1.000 | 1.000 | 1.00 | n/a | 24 [4,3,3] (70.00 %, 1/2) | "
+  assert ("| KerasTuner tune | 2 | 1.000 | 1.000 | 1.00 | n/a | 24 [4,3,3] (70.00 %, 1/3) | "
           "0.00 |") in text
   assert "| ground truth | 1 [1,1,8] (1.0, 60.00), 24 [4,3,3] (2.0, 70.00) |" in text
   images = [i for line in text.splitlines() for i in
