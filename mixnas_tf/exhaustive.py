@@ -20,7 +20,7 @@ with accuracies in percent: the mean over seeds and the sample standard deviatio
 
 `--shard=I/N` trains the configurations whose position in --configs is I mod N, in
 DIR/shard_I_of_N/, so N processes or machines can share the work; `merge` joins their
-tables (a directory argument stands for its table.csv, or for all its shard_*/table.csv),
+tables (a directory argument stands for all its shard_*/table.csv, or else its table.csv),
 refuses a configuration listed twice with different values or shards trained with
 different settings, and reports the configurations that no table holds.
 """
@@ -210,12 +210,13 @@ def run_exhaustive(cfg: standalone.StandaloneConfig, workdir: str, *, configs: s
 def _tables_of(path: str) -> list[str]:
   """The table.csv files a merge argument stands for."""
   if os.path.isdir(path):
+    # Shards first: DIR/table.csv may be an earlier merge of them (merge --out=DIR/table.csv).
+    tables = sorted(glob.glob(os.path.join(path, "shard_*", "table.csv")))
+    if tables:
+      return tables
     if os.path.exists(os.path.join(path, "table.csv")):
       return [os.path.join(path, "table.csv")]
-    tables = sorted(glob.glob(os.path.join(path, "shard_*", "table.csv")))
-    if not tables:
-      raise errors.UsageError(f"{path} holds no table.csv and no shard_*/table.csv")
-    return tables
+    raise errors.UsageError(f"{path} holds no shard_*/table.csv and no table.csv")
   if not os.path.exists(path):
     raise errors.UsageError(f"{path} does not exist (give exhaustive directories or "
                             "table.csv files)")
@@ -226,7 +227,8 @@ def merge(inputs: list[str], out: str, space_name: str = "resnet20") -> dict:
   """Joins exhaustive tables into `out`.
 
   Args:
-    inputs: directories (their table.csv, or every shard_*/table.csv) or table files.
+    inputs: directories (every shard_*/table.csv in them, or else their table.csv) or
+      table files.
     out: the merged table's path (written atomically).
     space_name: the space whose configurations are expected when no input records them.
 

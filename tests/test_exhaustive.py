@@ -90,9 +90,11 @@ def test_shards_and_merge_without_loss_or_duplication(cfg, finished, tmp_path):
     rows = exhaustive.run_exhaustive(cfg, workdir, configs=CONFIGS, shard=shard,
                                      after_step=lambda step: pytest.fail("trained"))
     assert [int(r["architecture"]) for r in rows] == list(numbers)
-  out = str(tmp_path / "merged.csv")
+  out = os.path.join(workdir, "table.csv")  # Merged into DIR: merging again reads shards.
   report = exhaustive.merge([workdir], out)
   assert report["missing"] == [] and report["rows"] == 3
+  assert exhaustive.merge([workdir], out)["tables"] == report["tables"]
+  assert len(report["tables"]) == 2
   assert report["identical_duplicates"] == []
   assert exhaustive.read_table(out) == exhaustive.read_table(source + "/table.csv")
   # The same shard twice: identical rows are kept once.
