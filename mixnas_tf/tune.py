@@ -40,6 +40,7 @@ from collections.abc import Callable
 from absl import app
 from absl import flags
 from absl import logging
+import keras_tuner as kt
 
 from mixnas_tf import cli
 from mixnas_tf import errors
@@ -162,14 +163,8 @@ def check_tuner_available(tuner: str) -> None:
                             "pip install 'mixnas_tf[bayesian]' (or scikit-learn)")
 
 
-def _keras_tuner():
-  import keras_tuner  # pylint: disable=g-import-not-at-top
-  return keras_tuner
-
-
 def make_oracle(the_plan: Plan, configs: list[int], seed: int):
   """The KerasTuner oracle of `the_plan` over `configs` (reference numbers)."""
-  kt = _keras_tuner()
   hp = kt.HyperParameters()
   hp.Choice("config", configs, ordered=False)
   common = dict(objective=kt.Objective(OBJECTIVE, direction="max"), hyperparameters=hp,
@@ -186,67 +181,64 @@ def make_oracle(the_plan: Plan, configs: list[int], seed: int):
                                     hyperband_iterations=1, **common)
 
 
-def _tuner_class():
-  kt = _keras_tuner()
+class StandaloneTuner(kt.Tuner):
+  """A KerasTuner whose trials are `standalone.train_standalone` runs.
 
-  class StandaloneTuner(kt.Tuner):
-    """A KerasTuner whose trials are `standalone.train_standalone` runs.
+  Args:
+    oracle: the KerasTuner oracle (its space holds the "config" choice).
+    base: the stand-alone settings of every trial (config and epochs are set per trial).
+    epochs_per_trial: epochs of a trial when the oracle does not set `tuner/epochs`.
+    load: () -> `standalone.load_data(base)`, called once, at the first trial.
+    after_step: test hook passed to every run.
+    **kwargs: keras_tuner.Tuner's (directory, project_name, overwrite, ...).
+  """
 
-    Args:
-      oracle: the KerasTuner oracle (its space holds the "config" choice).
-      base: the stand-alone settings of every trial (config and epochs are set per trial).
-      epochs_per_trial: epochs of a trial when the oracle does not set `tuner/epochs`.
-      load: () -> `standalone.load_data(base)`, called once, at the first trial.
-      after_step: test hook passed to every run.
-      **kwargs: keras_tuner.Tuner's (directory, project_name, overwrite, ...).
-    """
+  def __init__(self, oracle, *, base: standalone.StandaloneConfig, epochs_per_trial: int,
+               load: Callable[[], tuple], after_step=None, **kwargs):
+    self.base = base
+    self.epochs_per_trial = epochs_per_trial
+    self._load = load
+    self._loaded = None
+    self._after_step = after_step
+    self.space = ss.get_space(base.space)
+    super().__init__(oracle=oracle, hypermodel=None, **kwargs)
 
-    def __init__(self, oracle, *, base: standalone.StandaloneConfig, epochs_per_trial: int,
-                 load: Callable[[], tuple], after_step=None, **kwargs):
-      self.base = base
-      self.epochs_per_trial = epochs_per_trial
-      self._load = load
-      self._loaded = None
-      self._after_step = after_step
-      self.space = ss.get_space(base.space)
-      super().__init__(oracle=oracle, hypermodel=None, **kwargs)
+  def on_search_begin(self):
+    # tuner0.json marks the project as started, so that a run interrupted during its
+    # first trial reloads the oracle (and retries that trial) instead of starting over.
+    self.save()
 
-    def on_search_begin(self):
-      # tuner0.json marks the project as started, so that a run interrupted during its
-      # first trial reloads the oracle (and retries that trial) instead of starting over.
-      self.save()
+  def trial_config(self, trial) -> standalone.StandaloneConfig:
+    """The base settings with the trial's configuration and epochs."""
+    values = trial.hyperparameters.values
+    config = ss.from_index(self.space, int(values["config"]))
+    return dataclasses.replace(self.base, config=ss.to_code_string(config),
+                               epochs=int(values.get("tuner/epochs",
+                                                     self.epochs_per_trial)))
 
-    def trial_config(self, trial) -> standalone.StandaloneConfig:
-      values = trial.hyperparameters.values
-      config = ss.from_index(self.space, int(values["config"]))
-      return dataclasses.replace(self.base, config=ss.to_code_string(config),
-                                 epochs=int(values.get("tuner/epochs",
-                                                       self.epochs_per_trial)))
-
-    def run_trial(self, trial, *args, **kwargs):
-      cfg = self.trial_config(trial)
-      try:
-        if self._loaded is None:
-          self._loaded = self._load()
-        metrics = standalone.train_standalone(cfg, self.get_trial_dir(trial.trial_id),
-                                              after_step=self._after_step,
-                                              loaded=self._loaded)
-      except errors.UsageError as e:
-        raise _Stop(e) from None
-      if metrics is None:
-        raise _Stop(None)
-      return {OBJECTIVE: metrics["test_accuracy"]}
-
-  return StandaloneTuner
+  def run_trial(self, trial, *args, **kwargs):
+    """Trains the trial's configuration in its directory; returns the held-out accuracy."""
+    cfg = self.trial_config(trial)
+    try:
+      if self._loaded is None:
+        self._loaded = self._load()
+      metrics = standalone.train_standalone(cfg, self.get_trial_dir(trial.trial_id),
+                                            after_step=self._after_step,
+                                            loaded=self._loaded)
+    except errors.UsageError as e:
+      raise _Stop(e) from None
+    if metrics is None:
+      raise _Stop(None)
+    return {OBJECTIVE: metrics["test_accuracy"]}
 
 
 def make_tuner(the_plan: Plan, base: standalone.StandaloneConfig, configs: list[int],
                workdir: str, project: str, load: Callable[[], tuple], after_step=None):
   """A StandaloneTuner in DIR/<project> (reloaded from there if it exists)."""
-  return _tuner_class()(make_oracle(the_plan, configs, base.seed), base=base,
-                        epochs_per_trial=the_plan.epochs_per_trial, load=load,
-                        after_step=after_step, directory=workdir, project_name=project,
-                        overwrite=False)
+  return StandaloneTuner(make_oracle(the_plan, configs, base.seed), base=base,
+                         epochs_per_trial=the_plan.epochs_per_trial, load=load,
+                         after_step=after_step, directory=workdir, project_name=project,
+                         overwrite=False)
 
 
 def is_distributed_worker() -> bool:
