@@ -405,7 +405,7 @@ def build_report(search_dirs: list[str], out: str, ground_truth: str | None = No
     lines += ["", f"Truly best: {best['index']} {best['stages']} "
               f"({best['true_accuracy']:.2f} %).", "",
               "### Estimated vs true accuracy", "",
-              f"![estimated vs true](" + plot_estimate_vs_truth(
+              "![estimated vs true](" + plot_estimate_vs_truth(
                   space, truth.values, estimates, metrics,
                   os.path.join(out, "estimate_vs_truth.png")) + ")", ""]
   else:

@@ -19,9 +19,11 @@ from conftest import make_image_folder
 def test_hyperband_schedule_is_keras_tuners(max_epochs, factor):
   oracle = keras_tuner.oracles.HyperbandOracle(objective="val_accuracy",
                                                max_epochs=max_epochs, factor=factor)
-  brackets = oracle._get_num_brackets()  # pylint: disable=protected-access
-  expected = [(b, r, oracle._get_size(b, r), oracle._get_epochs(b, r))  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  brackets = oracle._get_num_brackets()
+  expected = [(b, r, oracle._get_size(b, r), oracle._get_epochs(b, r))
               for b in range(brackets - 1, -1, -1) for r in range(b + 1)]
+  # pylint: enable=protected-access
   assert [(s["bracket"], s["round"], s["trials"], s["epochs"])
           for s in tune.hyperband_schedule(max_epochs, factor)] == expected
 
