@@ -31,6 +31,7 @@ KerasTuner with the same id and resumes from its checkpoint.
 """
 
 import dataclasses
+import glob
 import importlib.util
 import math
 import os
@@ -216,14 +217,35 @@ class StandaloneTuner(kt.Tuner):
                                epochs=int(values.get("tuner/epochs",
                                                      self.epochs_per_trial)))
 
+  def finished_run(self, cfg: standalone.StandaloneConfig) -> tuple[str, dict] | None:
+    """(trial directory, metrics) of a finished earlier trial of the same configuration
+    and epochs in this project (whose other settings DIR/flags.json pins), if any."""
+    index = ss.to_index(self.space, ss.parse_config(self.space, cfg.config))
+    for path in sorted(glob.glob(os.path.join(self.project_dir, "trial_*", "metrics.json"))):
+      metrics = workdir_lib.read_json(path)
+      if metrics["config"]["index"] == index and metrics["epochs"] == cfg.epochs:
+        return os.path.dirname(path), metrics
+    return None
+
   def run_trial(self, trial, *args, **kwargs):
-    """Trains the trial's configuration in its directory; returns the held-out accuracy."""
+    """Trains the trial's configuration in its directory; returns the held-out accuracy.
+
+    A configuration that an earlier trial already trained for the same epochs (Bayesian
+    optimisation may propose it again) is not trained twice: its result is reused and
+    the trial directory says so in reused.json.
+    """
     cfg = self.trial_config(trial)
+    directory = self.get_trial_dir(trial.trial_id)
+    earlier = None if os.path.exists(os.path.join(directory, "metrics.json")) else (
+        self.finished_run(cfg))
+    if earlier is not None:
+      workdir_lib.atomic_write_json(os.path.join(directory, "reused.json"),
+                                    {"reused_from": earlier[0]})
+      return {OBJECTIVE: earlier[1]["test_accuracy"]}
     try:
       if self._loaded is None:
         self._loaded = self._load()
-      metrics = standalone.train_standalone(cfg, self.get_trial_dir(trial.trial_id),
-                                            after_step=self._after_step,
+      metrics = standalone.train_standalone(cfg, directory, after_step=self._after_step,
                                             loaded=self._loaded)
     except errors.UsageError as e:
       raise _Stop(e) from None
@@ -255,17 +277,21 @@ def collect_results(tuner, the_plan: Plan, budget_epochs: int) -> dict:
     values = trial.hyperparameters.values
     index = int(values["config"])
     completed = trial.status == "COMPLETED" and trial.score is not None
-    metrics_path = os.path.join(tuner.project_dir, f"trial_{trial_id}", "metrics.json")
-    seconds = None
-    if os.path.exists(metrics_path):
-      seconds = workdir_lib.read_json(metrics_path).get("train_seconds")
+    directory = os.path.join(tuner.project_dir, f"trial_{trial_id}")
+    seconds = reused_from = None
+    if os.path.exists(os.path.join(directory, "metrics.json")):
+      seconds = workdir_lib.read_json(os.path.join(directory, "metrics.json")).get(
+          "train_seconds")
+    if os.path.exists(os.path.join(directory, "reused.json")):
+      reused_from = os.path.basename(
+          workdir_lib.read_json(os.path.join(directory, "reused.json"))["reused_from"])
     trials.append({
         "trial_id": trial_id, "status": trial.status, "config": index,
         "stages": list(ss.to_stages(space, ss.from_index(space, index))),
         "accuracy": float(trial.score) if completed else None,
         "epochs": int(values.get("tuner/epochs", the_plan.epochs_per_trial)),
         "bracket": values.get("tuner/bracket"), "round": values.get("tuner/round"),
-        "train_seconds": seconds})
+        "train_seconds": seconds, "reused_from": reused_from})
   done = [t for t in trials if t["accuracy"] is not None]
   # KerasTuner's own choice (on ties, the earlier trial).
   best_trials = tuner.oracle.get_best_trials(1) if done else []
@@ -274,7 +300,8 @@ def collect_results(tuner, the_plan: Plan, budget_epochs: int) -> dict:
   return {"tuner": the_plan.tuner, "objective": f"{OBJECTIVE} (held-out part of train)",
           "budget_epochs": budget_epochs, "planned_epochs": the_plan.planned_epochs,
           "plan": the_plan.description,
-          "epochs_used": sum(t["epochs"] for t in done),
+          # Epochs actually trained: a reused result cost none.
+          "epochs_used": sum(t["epochs"] for t in done if t["reused_from"] is None),
           "project_dir": tuner.project_dir, "trials": trials, "best": best}
 
 

@@ -1,5 +1,6 @@
 """Tests for mixnas_tf.tune: budget arithmetic and a tiny KerasTuner search through our loop."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -101,5 +102,14 @@ def test_random_search_of_two_trials_runs_through_our_loop(tmp_path, capsys):
   again = tune.run_tune(base, workdir, after_step=lambda step: pytest.fail("trained"),
                         summary=False, **kwargs)
   assert again["trials"] == trials
+  # A trial proposing an already trained configuration reuses its result.
+  tuner = tune.make_tuner(tune.plan("random", 2, 1, 3), dataclasses.replace(
+      base, eval_split="holdout"), [1, 24, 36], workdir, "random",
+                          load=lambda: pytest.fail("loaded"))
+  repeat = keras_tuner.engine.trial.Trial(tuner.oracle.get_space(), trial_id="9")
+  repeat.hyperparameters.values = {"config": trials[0]["config"]}
+  assert tuner.run_trial(repeat) == {"val_accuracy": trials[0]["accuracy"]}
+  assert json.loads((project / "trial_9" / "reused.json").read_text())["reused_from"] == str(
+      project / "trial_0")
   with pytest.raises(errors.UsageError, match="different flags"):
     tune.run_tune(base, workdir, **{**kwargs, "budget_epochs": 3})
