@@ -130,6 +130,9 @@ def finish_search(*, cfg, space, configs, dataset, val, trainer, workdir, histor
       "best": {k: best[k] for k in ("index", "stages", "code", "model",
                                     "estimated_accuracy", "macs")},
       "ranking": [r["index"] for r in records],
+      # Rows of "assignment" and "scores" (and of the history's score matrices) follow
+      # the searched order, which "searched" gives as reference indices.
+      "searched": [ss.to_index(space, c) for c in configs],
       "assignment": probs.tolist(),
       "scores": scores.tolist(),
       "temperature": temperature,

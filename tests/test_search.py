@@ -42,6 +42,7 @@ def test_search_writes_flags_results_ranking_and_plots(tiny_folder, tmp_path):
   assert results == _read(workdir, "results.json")
   assert results["num_models"] == 2 and results["dataset"] == cfg.dataset
   assert [c["index"] for c in results["configs"]] == [1, 24, 29]
+  assert results["searched"] == [24, 29, 1]  # The row order of "assignment" / "scores".
   for c in results["configs"]:
     assert len(c["accuracy_per_model"]) == 2
     assert c["estimated_accuracy"] == c["accuracy_per_model"][c["model"]]
