@@ -323,7 +323,8 @@ def macs(space: SearchSpace,
     downsample: How a block downsamples. "maxpool"/"avgpool": its input is
       pooled 2x2 first, so both convs and the shortcut run at the halved
       resolution. "conv": its first 3x3 conv has stride 2 and its shortcut is
-      a stride-2 1x1 conv (even when the widths match).
+      a stride-2 1x1 conv (even when the widths match). (A DiffStride
+      network's cost depends on its learned sizes: see `diffstride_macs`.)
     num_classes: Outputs of the dense classifier.
     in_channels: Channels of the input image.
 
@@ -334,7 +335,9 @@ def macs(space: SearchSpace,
     ValueError: If `downsample` is unknown or `config` is invalid.
   """
   if downsample not in _DOWNSAMPLE_MODES:
-    raise ValueError(f"downsample must be one of {_DOWNSAMPLE_MODES}. "
+    hint = ("; a DiffStride network's cost depends on its learned layer "
+            "sizes: use diffstride_macs" if downsample == "diffstride" else "")
+    raise ValueError(f"downsample must be one of {_DOWNSAMPLE_MODES}{hint}. "
                      f"Received: downsample={downsample!r}")
   if image_size < 1:
     raise ValueError(
@@ -352,6 +355,48 @@ def macs(space: SearchSpace,
     total += side * side * 9 * (cin * cout + cout * cout)
     if cin != cout or (config[i] and downsample == "conv"):
       total += side * side * cin * cout  # 1x1 shortcut at output resolution.
+  return total + widths[-1] * num_classes
+
+
+def diffstride_macs(space: SearchSpace,
+                    sizes,
+                    num_classes: int = 10,
+                    in_channels: int = 3):
+  """Multiply-accumulates of a DiffStride network with given layer sizes.
+
+  In a DiffStride block (layers.SwitchableBlock, downsample "diffstride")
+  the first 3x3 conv runs at the block's *input* resolution and the
+  DiffStride op then resizes; the second conv and the 1x1 shortcut (present
+  when the widths differ; it runs after the op, which commutes with it) run
+  at the output resolution. Counted like `macs`: convolutions and the dense
+  layer only (not the spectral op, BN, ReLU or additions).
+
+  The arithmetic is plain `+` and `*`, so the sizes may be ints (the exact
+  count) or differentiable tensors (a relaxed cost, e.g. sizes H / prod(S)
+  for the stride regulariser).
+
+  Args:
+    space: The search space (block "basic").
+    sizes: Per layer (stem first), the (height, width) of its output, shape
+      [num_layers, 2]; sizes[0] is the input image's size.
+    num_classes: Outputs of the dense classifier.
+    in_channels: Channels of the input image.
+
+  Returns:
+    The MAC count (an int for int sizes).
+  """
+  if len(sizes) != space.num_layers:
+    raise ValueError(f"sizes must give (height, width) for each of the "
+                     f"{space.num_layers} layers. Received: {len(sizes)} sizes")
+  widths = space.widths
+  h, w = sizes[0]
+  total = h * w * 9 * in_channels * widths[0]  # Stem, stride 1.
+  for i in range(1, space.num_layers):
+    cin, cout = widths[i - 1], widths[i]
+    (h_in, w_in), (h, w) = sizes[i - 1], sizes[i]
+    total += h_in * w_in * 9 * cin * cout + h * w * 9 * cout * cout
+    if cin != cout:
+      total += h * w * cin * cout
   return total + widths[-1] * num_classes
 
 
