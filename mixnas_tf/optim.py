@@ -5,6 +5,9 @@ slice's momentum and move every slice's weights on each step, while only the sam
 SuperNet may step. `SlicedSGD` keeps a momentum buffer per weight set (the slot is stacked
 like its variable) and updates slice k only, with PyTorch's SGD semantics as in the
 reference code: `buf = mu * buf + (g + wd * w)`, `w -= lr * buf` (or Nesterov).
+As Keras optimizers do, a variable's `constraint` (if any) is applied after its update;
+a variable whose layer set `variable.no_weight_decay = True` (DiffStride's strides, which
+decay would pull towards 0) is not decayed.
 """
 
 import math
@@ -45,6 +48,7 @@ class SlicedSGD(tf.Module):
     self.weight_decay = float(weight_decay)
     self.nesterov = bool(nesterov)
     self._variables = list(variables)
+    self._decays = [not getattr(v, "no_weight_decay", False) for v in self._variables]
     self.slots = [
         tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False,
                     name=v.path.replace("/", "_") + "_momentum")
@@ -62,17 +66,19 @@ class SlicedSGD(tf.Module):
         unchanged (a float16 step whose gradients overflowed).
     """
     index = tf.reshape(model_index, [1, 1])
-    for var, slot, grad in zip(self._variables, self.slots, grads):
+    for var, slot, grad, decays in zip(self._variables, self.slots, grads, self._decays):
       if grad is None:
         continue
       w = tf.gather(var.value, model_index)
       buf = tf.gather(slot, model_index)
       g = tf.cast(slice_gradient(grad, model_index), tf.float32)
-      if self.weight_decay:
+      if self.weight_decay and decays:
         g += self.weight_decay * w
       new_buf = self.momentum * buf + g
       step = g + self.momentum * new_buf if self.nesterov else new_buf
       new_w = w - learning_rate * step
+      if getattr(var, "constraint", None) is not None:
+        new_w = var.constraint(new_w)
       if apply_mask is not None:
         new_buf = tf.where(apply_mask, new_buf, buf)
         new_w = tf.where(apply_mask, new_w, w)
