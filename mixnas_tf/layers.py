@@ -13,7 +13,8 @@ precision casts one slice, not all K.
 The downsampling op is a constructor argument of the block, as in google-research's
 diffstride: `"maxpool"`/`"avgpool"` pool the block input 2x2 (both branches see the pooled
 tensor, as the reference ResNet20), `"conv"` gives the first 3x3 conv and the shortcut
-stride 2.
+stride 2, `"diffstride"` runs the first conv at stride 1 and resizes its output (and the
+shortcut) with a learnable-stride `diffstride.DiffStride` layer.
 """
 
 from typing import Any
@@ -21,7 +22,11 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from mixnas_tf import diffstride as diffstride_lib
+
+# Fixed factor-2 ops; "diffstride" (learned strides) is accepted besides them.
 DOWNSAMPLE_MODES = ("maxpool", "conv", "avgpool")
+ALL_DOWNSAMPLE_MODES = DOWNSAMPLE_MODES + ("diffstride",)
 BATCHNORM_MODES = ("batch_stats", "standard")
 
 
@@ -216,15 +221,23 @@ class SwitchableBlock(keras.layers.Layer):
   differ, and in "conv" mode also when the block can downsample (a stride-2 shortcut);
   otherwise the shortcut is the identity.
 
+  In "diffstride" mode a block that can downsample owns a `DiffStride` layer (`pool`,
+  built from `diffstride`, the layer's keyword arguments, e.g. its initial `strides`):
+  the first conv runs at stride 1, then `pool` resizes its output and the shortcut input
+  (the 1x1 projection, when widths differ, follows the op: both are linear and commute,
+  so it runs at the smaller size). The output size is then `output_size` when given
+  (static), else computed from the strides in-graph (see diffstride.py).
+
   Call: `x` [B, H, W, in_channels] -> [B, H', W', out_channels], H' = ceil(H/2) when
-  `downsample` else H.
+  `downsample` else H (in "diffstride" mode: the DiffStride output size).
   """
 
   def __init__(self, in_channels: int, out_channels: int, num_models: int = 1,
                downsample_mode: str = "maxpool", can_downsample: bool = True,
-               batchnorm: str = "standard", **kwargs):
+               batchnorm: str = "standard", diffstride: dict[str, Any] | None = None,
+               **kwargs):
     super().__init__(**kwargs)
-    _check_choice("downsample_mode", downsample_mode, DOWNSAMPLE_MODES)
+    _check_choice("downsample_mode", downsample_mode, ALL_DOWNSAMPLE_MODES)
     self.in_channels = int(in_channels)
     self.out_channels = int(out_channels)
     self.num_models = int(num_models)
@@ -241,6 +254,10 @@ class SwitchableBlock(keras.layers.Layer):
     if self.has_projection:
       self.proj = StackedConv2D(out_channels, 1, in_channels, name="proj", **k)
       self.proj_bn = StackedBatchNorm(out_channels, mode=batchnorm, name="proj_bn", **k)
+    self.diffstride = dict(diffstride or {})
+    self.pool = None
+    if downsample_mode == "diffstride" and can_downsample:
+      self.pool = diffstride_lib.DiffStride(name="diffstride", **self.diffstride, **k)
 
   def build(self, input_shape=None):
     for layer in self._sublayers():
@@ -249,19 +266,25 @@ class SwitchableBlock(keras.layers.Layer):
 
   def _sublayers(self):
     layers = [self.conv1, self.bn1, self.conv2, self.bn2]
+    layers += [self.pool] if self.pool is not None else []
     return layers + ([self.proj, self.proj_bn] if self.has_projection else [])
 
-  def call(self, x, model_index, downsample: bool = False, training: bool = False):
+  def call(self, x, model_index, downsample: bool = False, training: bool = False,
+           output_size: tuple[int, int] | None = None):
     if downsample and not self.can_downsample:
       raise ValueError(f"block {self.name} was built with can_downsample=False")
     strides = 1
-    if downsample:
-      if self.downsample_mode == "conv":
-        strides = 2
-      else:
-        x = pool2x2(x, self.downsample_mode)
-    h = tf.nn.relu(self.bn1(self.conv1(x, model_index, strides=strides), model_index,
-                            training=training))
+    if downsample and self.pool is not None:
+      h = self.pool(self.conv1(x, model_index), model_index, output_size=output_size)
+      x = self.pool(x, model_index, output_size=output_size)
+    else:
+      if downsample:
+        if self.downsample_mode == "conv":
+          strides = 2
+        else:
+          x = pool2x2(x, self.downsample_mode)
+      h = self.conv1(x, model_index, strides=strides)
+    h = tf.nn.relu(self.bn1(h, model_index, training=training))
     h = self.bn2(self.conv2(h, model_index), model_index, training=training)
     if self.in_channels != self.out_channels or strides == 2:
       shortcut = self.proj_bn(self.proj(x, model_index, strides=strides), model_index,
@@ -271,7 +294,10 @@ class SwitchableBlock(keras.layers.Layer):
     return tf.nn.relu(h + shortcut)
 
   def get_config(self):
-    return {**super().get_config(), "in_channels": self.in_channels,
-            "out_channels": self.out_channels, "num_models": self.num_models,
-            "downsample_mode": self.downsample_mode, "can_downsample": self.can_downsample,
-            "batchnorm": self.batchnorm}
+    config = {**super().get_config(), "in_channels": self.in_channels,
+              "out_channels": self.out_channels, "num_models": self.num_models,
+              "downsample_mode": self.downsample_mode, "can_downsample": self.can_downsample,
+              "batchnorm": self.batchnorm}
+    if self.downsample_mode == "diffstride":
+      config["diffstride"] = self.diffstride
+    return config
