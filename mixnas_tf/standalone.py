@@ -4,6 +4,12 @@ A stand-alone network is the same `SwitchableResNet` as the search's SuperNets w
 configuration, one weight set (K = 1) and standard BatchNorm; it is trained by the same
 `Trainer.train_step` and `loop.run_epochs`. `train_standalone` writes the run's flags
 first, checkpoints, resumes, and writes `metrics.json` atomically at the end.
+
+With `downsample="diffstride"` the configuration is the DiffStride network's initial
+strides; with XLA the steps receive the network's size plan instead
+(`SwitchableResNet.static_config`, read from the strides before every step; without XLA
+the sizes are computed in-graph), and metrics.json adds what the strides learned
+(`diffstride.summarize`).
 """
 
 import dataclasses
@@ -16,7 +22,9 @@ import keras
 import tensorflow as tf
 
 from mixnas_tf import data as data_lib
+from mixnas_tf import diffstride as diffstride_lib
 from mixnas_tf import errors
+from mixnas_tf import layers as layers_lib
 from mixnas_tf import loop
 from mixnas_tf import models
 from mixnas_tf import search_space as ss
@@ -24,6 +32,8 @@ from mixnas_tf import workdir as workdir_lib
 
 RESUMABLE_FIELDS = frozenset({"tfds_data_dir", "log_every", "progress", "jit_compile"})
 EVAL_SPLITS = ("test", "holdout")
+# Fields that only a "diffstride" run reads; other runs leave them out of flags.json.
+DIFFSTRIDE_FIELDS = ("smoothness_factor", "stride_regularizer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +66,10 @@ class StandaloneConfig:
   holdout_fraction: float = 0.1
   precision: str = "float32"
   jit_compile: bool = True
+  # downsample="diffstride" only: the ramp width R of every DiffStride layer, and the
+  # weight of the stride cost penalty (SwitchableResNet.stride_cost).
+  smoothness_factor: float = 4.0
+  stride_regularizer: float = 0.0
   seed: int = 0
   deterministic: bool = False
   log_every: int = 50
@@ -93,6 +107,15 @@ def validate(cfg: StandaloneConfig) -> tuple[ss.SearchSpace, ss.Config]:
        f"--precision must be one of {', '.join(loop.PRECISIONS)} (received {cfg.precision})"),
       (cfg.train_size >= 0 and cfg.test_size >= 0 and cfg.warmup_epochs >= 0,
        "--train_size, --test_size and --warmup_epochs must be >= 0"),
+      (cfg.downsample in layers_lib.ALL_DOWNSAMPLE_MODES,
+       f"--downsample must be one of {', '.join(layers_lib.ALL_DOWNSAMPLE_MODES)} "
+       f"(received {cfg.downsample})"),
+      (cfg.smoothness_factor > 0,
+       f"--smoothness_factor must be > 0 (received {cfg.smoothness_factor})"),
+      (cfg.stride_regularizer >= 0,
+       f"--stride_regularizer must be >= 0 (received {cfg.stride_regularizer})"),
+      (cfg.stride_regularizer == 0 or cfg.downsample == "diffstride",
+       "--stride_regularizer applies to --downsample=diffstride only"),
   ]
   for ok, message in checks:
     if not ok:
@@ -117,9 +140,14 @@ def load_data(cfg: StandaloneConfig):
 
 def build(cfg: StandaloneConfig, space, config, dataset) -> models.SwitchableResNet:
   """The stand-alone network of `config` (K = 1, standard BatchNorm)."""
+  learned = {}
+  if cfg.downsample == "diffstride":
+    learned = dict(diffstride={"smoothness_factor": cfg.smoothness_factor},
+                   stride_regularizer=cfg.stride_regularizer)
   return models.SwitchableResNet(
       space=space.name, configs=[config], num_models=1, num_classes=dataset.num_classes,
-      downsample=cfg.downsample, batchnorm="standard", mean=dataset.mean, std=dataset.std)
+      downsample=cfg.downsample, batchnorm="standard", mean=dataset.mean, std=dataset.std,
+      **learned)
 
 
 def train_standalone(cfg: StandaloneConfig, workdir: str,
@@ -143,7 +171,10 @@ def train_standalone(cfg: StandaloneConfig, workdir: str,
   loop.set_precision(cfg.precision)
   set_seeds(cfg.seed, cfg.deterministic)
   model = build(cfg, space, config, dataset)
-  workdir_lib.prepare(workdir, dataclasses.asdict(cfg), ignore=RESUMABLE_FIELDS, extra={
+  flags = dataclasses.asdict(cfg)
+  if cfg.downsample != "diffstride":
+    flags = {k: v for k, v in flags.items() if k not in DIFFSTRIDE_FIELDS}
+  workdir_lib.prepare(workdir, flags, ignore=RESUMABLE_FIELDS, extra={
       "run.json": {"config": {"index": ss.to_index(space, config),
                               "stages": list(ss.to_stages(space, config)),
                               "code": ss.to_code_string(config)},
@@ -158,6 +189,9 @@ def train_standalone(cfg: StandaloneConfig, workdir: str,
                          precision=cfg.precision, jit_compile=cfg.jit_compile)
   k = tf.constant(0, tf.int32)
 
+  def step_config():
+    return model.static_config(config, dataset.image_size, static_shapes=cfg.jit_compile)
+
   def batches(epoch, start):
     return data_lib.train_batches(train, batch_size=cfg.batch_size,
                                   image_size=dataset.image_size, seed=cfg.seed, epoch=epoch,
@@ -165,20 +199,22 @@ def train_standalone(cfg: StandaloneConfig, workdir: str,
 
   def step(epoch, step_in_epoch, batch):
     images, labels = batch
-    return trainer.train_step(config, k, images, labels)
+    return trainer.train_step(step_config(), k, images, labels)
 
   def eval_batches():
     return data_lib.eval_batches(test, batch_size=cfg.eval_batch_size,
                                  image_size=dataset.image_size)
 
   hooks = loop.LoopHooks(batches=batches, step=step, after_step=after_step)
+  if cfg.downsample == "diffstride":
+    hooks.epoch_end = lambda epoch, means: diffstride_lib.epoch_scalars(model)
   status = loop.run_epochs(workdir=workdir, trainer=trainer, hooks=hooks, epochs=cfg.epochs,
                            steps_per_epoch=steps, log_every=cfg.log_every,
                            progress=cfg.progress)
   if status == "interrupted":
     return None
   t0 = time.time()
-  result = trainer.evaluate(config, 0, eval_batches())
+  result = trainer.evaluate(step_config(), 0, eval_batches())
   state = workdir_lib.read_json(os.path.join(workdir, "state.json"))
   metrics = {
       "config": {"index": ss.to_index(space, config),
@@ -192,14 +228,18 @@ def train_standalone(cfg: StandaloneConfig, workdir: str,
       "per_class_accuracy": dict(zip(dataset.class_names, result["per_class_accuracy"])),
       "train_accuracy_last_epoch": state["history"][-1].get("train/accuracy"),
       "params": model.count_params_per_model(config),
-      "macs": ss.macs(space, config, dataset.image_size, cfg.downsample,
-                      num_classes=dataset.num_classes),
+      # A DiffStride network's cost is that of its learned sizes (summarize, below).
+      "macs": None if cfg.downsample == "diffstride" else ss.macs(
+          space, config, dataset.image_size, cfg.downsample, num_classes=dataset.num_classes),
       "epochs": cfg.epochs,
       "train_seconds": state.get("elapsed"),
       "eval_seconds": time.time() - t0,
       "trace_counts": trainer.trace_counts(),
       "seed": cfg.seed,
   }
+  if cfg.downsample == "diffstride":
+    # "config" is the initial configuration; "macs" the cost at the learned strides.
+    metrics.update(diffstride_lib.summarize(model, dataset.image_size))
   workdir_lib.atomic_write_json(metrics_path, metrics)
   logging.info("%s: test accuracy %.4f on %d images", ss.format_stages(
       ss.to_stages(space, config)), metrics["test_accuracy"], metrics["test_images"])

@@ -1,0 +1,111 @@
+r"""Training a DiffStride ResNet: the strides of the downsampling positions are learned.
+
+  python -m mixnas_tf.diffstride_train --workdir=DIR --dataset=cifar10 --init_config=4,3,3
+  python -m mixnas_tf.diffstride_train --workdir=DIR --dataset=folder:PATH \
+      --init_config=1,1,8 --stride_regularizer=0.1 --epochs=30
+
+Every candidate position of the space's network carries a `diffstride.DiffStride` layer,
+initialised at stride 2 where --init_config downsamples and 1 elsewhere (those can learn to
+grow). The network is the one builder's (`SwitchableResNet(downsample="diffstride")`) and it
+is trained by the stand-alone library (`standalone.train_standalone`: the same train step
+and loop as retraining; flags first, TensorBoard, checkpoints, resume). DIR/metrics.json
+holds the test accuracy and, from `diffstride.summarize`, the learned strides per layer,
+the executed layer sizes, the nearest configuration of the space, and the cost (MACs) at
+the learned strides.
+
+Execution: by default without XLA (--nojit_compile), where the layer sizes are computed
+in-graph from the strides; with --jit_compile the sizes are read on the host before every
+step and each new set of sizes is traced and compiled once (the persistent XLA cache keeps
+them across resumes). experiments/bench_diffstride.md has the measurements.
+"""
+
+import dataclasses
+import sys
+
+from absl import app
+from absl import flags
+
+from mixnas_tf import cli
+from mixnas_tf import search_space as ss
+from mixnas_tf import standalone
+
+FLAGS = flags.FLAGS
+# StandaloneConfig fields this command sets itself.
+_FIXED = ("config", "downsample")
+
+
+def define_flags() -> None:
+  d = standalone.StandaloneConfig()
+  flags.DEFINE_string("workdir", None, "Output directory (flags, checkpoints, TensorBoard, "
+                      "metrics.json). Running again on the same directory resumes.")
+  flags.DEFINE_string("init_config", d.config, "Initial strides, as a configuration of the "
+                      "space: stride 2 where it downsamples, 1 elsewhere. Stages '4,3,3' or "
+                      "'[4,3,3]', a reference number 1..36, or a 10-digit 0/1 code.")
+  flags.DEFINE_float("smoothness_factor", d.smoothness_factor, "Width R, in frequency bins, "
+                     "of the linear ramp of every DiffStride mask; an axis of N pixels at "
+                     "stride S keeps min(N, 2 ceil(N/(2S) + R/2)) pixels.")
+  flags.DEFINE_float("stride_regularizer", d.stride_regularizer, "Weight of the cost "
+                     "penalty: the network's multiply-accumulates implied by the strides, "
+                     "relative to the network at stride 1 (0 disables it).", lower_bound=0.0)
+  cli.define_data_flags(d)
+  flags.DEFINE_string("space", d.space, "Search space whose network is trained. "
+                      "Known: resnet20.")
+  flags.DEFINE_integer("epochs", d.epochs, "Training epochs over the whole training split.",
+                       lower_bound=1)
+  cli.define_optim_flags(d)
+  flags.DEFINE_enum("schedule", d.schedule, ["cosine", "step", "constant"], "Learning-rate "
+                    "schedule: cosine decay to --min_learning_rate, step decay by 10x at "
+                    "--step_boundaries, or constant.")
+  flags.DEFINE_list("step_boundaries", [str(b) for b in d.step_boundaries], "With "
+                    "--schedule=step: the fractions of training at which the learning rate "
+                    "drops by 10x.")
+  flags.DEFINE_bool("nesterov", d.nesterov, "Use Nesterov momentum.")
+  flags.DEFINE_float("label_smoothing", d.label_smoothing, "Label smoothing of the "
+                     "cross-entropy loss, in [0, 1).", lower_bound=0.0, upper_bound=0.999)
+  flags.DEFINE_integer("warmup_epochs", d.warmup_epochs, "Epochs of linear learning-rate "
+                       "warm-up from 0.", lower_bound=0)
+  flags.DEFINE_integer("train_size", d.train_size, "Subsample the training split to this "
+                       "many images for quick runs; 0 keeps it whole.", lower_bound=0)
+  flags.DEFINE_integer("test_size", d.test_size, "Subsample the evaluation split to this "
+                       "many images; 0 keeps it whole.", lower_bound=0)
+  flags.DEFINE_enum("eval_split", d.eval_split, ["test", "holdout"], "Where the reported "
+                    "accuracy comes from: the test split, or a held-out part of train.")
+  flags.DEFINE_float("holdout_fraction", d.holdout_fraction, "Fraction of the training "
+                     "split held out for evaluation when there is no test split or "
+                     "--eval_split=holdout.")
+  # Without XLA the layer sizes are computed in-graph and nothing retraces; with XLA every
+  # new set of sizes is a new compilation. Graph mode was also the faster one per step on
+  # the project's CPU (experiments/bench_diffstride.md), hence this command's default.
+  cli.define_run_flags(dataclasses.replace(d, jit_compile=False))
+  cli.define_xla_cache_flag()
+
+
+def config_from_flags() -> standalone.StandaloneConfig:
+  values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(standalone.StandaloneConfig)
+            if f.name not in _FIXED and f.name in FLAGS}
+  values["step_boundaries"] = tuple(float(b) for b in values["step_boundaries"])
+  return standalone.StandaloneConfig(**values, config=FLAGS.init_config,
+                                     downsample="diffstride")
+
+
+def main(argv):
+  cli.check_no_positional(argv)
+  workdir = cli.required_workdir(FLAGS.workdir)
+  cfg = config_from_flags()
+  cli.enable_xla_cache(FLAGS.xla_cache_dir, workdir)
+  metrics = standalone.train_standalone(cfg, workdir)
+  if metrics is None:
+    cli.exit_interrupted()
+  nearest = metrics["nearest_config"]
+  strides = " ".join(f"{layer}:{s[0]:.2f}x{s[1]:.2f}"
+                     for layer, s in metrics["learned_strides"].items())
+  print(f"from {ss.format_stages(metrics['config']['stages'])}: test accuracy "
+        f"{metrics['test_accuracy']:.4f}; learned strides {strides}; nearest configuration "
+        f"{ss.format_stages(nearest['stages'])} (#{nearest['index']}); "
+        f"{metrics['macs'] / 1e6:.1f} M MACs")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(cli.guarded(main), flags_parser=cli.parse_flags)
+  sys.exit(0)
