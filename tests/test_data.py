@@ -110,6 +110,8 @@ def test_load_food101_mock_default_size_is_jpeg(tmp_path):
                                        image_size=224))
   assert [b[0].shape for b in batches] == [(2, 224, 224, 3)] * 2
   assert [b[2].tolist() for b in batches] == [[1, 1], [1, 0]]
+  assert sorted(np.concatenate([b[1] for b in batches])[:3].tolist()) == sorted(
+      dataset.test.labels.tolist())
 
 
 def test_tfds_download_failure_is_one_line(tmp_path, monkeypatch):
@@ -398,15 +400,29 @@ def test_eval_batches_cover_every_example_once_with_real_padding():
   labels = np.concatenate([b[1] for b in batches])
   mask = np.concatenate([b[2] for b in batches])
   assert mask.dtype == np.float32 and mask.sum() == 50
-  np.testing.assert_array_equal(labels[mask == 1], np.arange(50))
-  # The padding wraps around to the first examples: real images.
-  np.testing.assert_array_equal(labels[mask == 0], np.arange(6))
+  order = data.eval_order(50)
+  np.testing.assert_array_equal(labels[mask == 1], order)
+  np.testing.assert_array_equal(np.sort(labels[mask == 1]), np.arange(50))
+  # The padding wraps around to the first examples of the order: real images.
+  np.testing.assert_array_equal(labels[mask == 0], order[:6])
   np.testing.assert_array_equal(images, split.images[labels])
   # A split smaller than the batch wraps around several times.
   tiny = _batches(data.eval_batches(_raw_split(n=3), batch_size=8,
                                     image_size=8))
-  assert tiny[0][1].tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+  order = data.eval_order(3).tolist()
+  assert tiny[0][1].tolist() == (order * 3)[:8]
   assert tiny[0][2].tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
+
+
+def test_eval_batches_of_a_class_sorted_split_mix_classes():
+  # Folders are stored class by class; with batch-statistics BatchNorm a batch of
+  # one class is normalised with that class's statistics, so evaluation must mix.
+  labels = np.repeat(np.arange(10, dtype=np.int32), 40)
+  split = data.ArraySplit(np.zeros((400, 8, 8, 3), np.uint8), labels, encoded=False)
+  for _, batch_labels, _ in _batches(data.eval_batches(split, batch_size=64,
+                                                       image_size=8)):
+    assert len(np.unique(batch_labels)) >= 7, batch_labels
+  assert data.eval_order(400).tolist() == data.eval_order(400).tolist()
 
 
 def test_eval_batches_of_jpegs_are_deterministic_centre_crops():
@@ -414,9 +430,10 @@ def test_eval_batches_of_jpegs_are_deterministic_centre_crops():
   first = _batches(data.eval_batches(split, batch_size=4, image_size=32))
   _assert_same_batches(
       _batches(data.eval_batches(split, batch_size=4, image_size=32)), first)
-  assert first[1][1].tolist() == [4, 0, 1, 2]
+  order = data.eval_order(5).tolist()
+  assert first[1][1].tolist() == [order[4]] + order[:3]
   assert first[1][2].tolist() == [1, 0, 0, 0]
-  # The padding is the same view of example 0 as in the first batch.
+  # The padding is the same view of the first example as in the first batch.
   np.testing.assert_array_equal(first[1][0][1], first[0][0][0])
 
 

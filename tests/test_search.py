@@ -192,5 +192,9 @@ def test_short_real_search_on_cifar10_folder(cifar10_folder, tmp_path):
   accuracies = [c["estimated_accuracy"] for c in results["configs"]]
   # Three short epochs on 2,048 real images: every estimate is clearly above chance.
   assert min(accuracies) > 0.15, accuracies
+  # The final evaluation agrees with what the validation batches showed in training
+  # (it once did not: class-sorted evaluation batches under batch-statistics BN).
+  last_val_batches = history[-1]["train/val_batch_accuracy"]
+  assert max(accuracies) > 0.75 * last_val_batches, (accuracies, last_val_batches)
   assert results["search_val_images"] == 512
   assert sum(results["model_steps"]) == 3 * (2048 // 64)
