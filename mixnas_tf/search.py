@@ -107,6 +107,7 @@ def validate(cfg: SearchConfig) -> tuple[ss.SearchSpace, tuple[ss.Config, ...]]:
   for ok, message in checks:
     if not ok:
       raise errors.UsageError(message)
+  standalone.check_determinism(cfg.deterministic, cfg.jit_compile, cfg.downsample)
   return space, configs
 
 
@@ -133,6 +134,12 @@ def load_search_data(cfg: SearchConfig):
 def run_search(cfg: SearchConfig, workdir: str,
                after_step: Callable[[int], None] | None = None) -> dict | None:
   """Runs or resumes a search in `workdir`; returns the results, or None if interrupted."""
+  validate(cfg)
+  with standalone.op_determinism(cfg.deterministic):
+    return _run_search(cfg, workdir, after_step)
+
+
+def _run_search(cfg: SearchConfig, workdir: str, after_step) -> dict | None:
   space, configs = validate(cfg)
   dataset, train, val = load_search_data(cfg)
   steps = data_lib.steps_per_epoch(train, cfg.batch_size)
@@ -147,7 +154,7 @@ def run_search(cfg: SearchConfig, workdir: str,
   logging.info("%s search in %s: %d configurations, K=%d, %d epochs x %d steps, "
                "search-train %d / search-val %d images.", "Resuming" if resumed else "Starting",
                workdir, len(configs), cfg.num_models, cfg.epochs, steps, len(train), len(val))
-  standalone.set_seeds(cfg.seed, cfg.deterministic)
+  standalone.set_seeds(cfg.seed)
   loop.set_precision(cfg.precision)
   model = models.SwitchableResNet(
       space=space.name, configs=configs, num_models=cfg.num_models,

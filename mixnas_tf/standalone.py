@@ -12,6 +12,7 @@ the sizes are computed in-graph), and metrics.json adds what the strides learned
 (`diffstride.summarize`).
 """
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from absl import logging
 import keras
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
 
 from mixnas_tf import data as data_lib
 from mixnas_tf import diffstride as diffstride_lib
@@ -70,7 +72,12 @@ class StandaloneConfig:
   # weight of the stride cost penalty (SwitchableResNet.stride_cost).
   smoothness_factor: float = 4.0
   stride_regularizer: float = 0.0
+  # `seed` drives initialisation, data order and augmentation; `data_seed` the held-out
+  # split and the subsamples, so that runs with several seeds (retrain --seeds, the
+  # exhaustive table) are all scored on the same images, and each run's flags.json says
+  # which ones.
   seed: int = 0
+  data_seed: int = 0
   deterministic: bool = False
   log_every: int = 50
   progress: bool = True
@@ -120,6 +127,7 @@ def validate(cfg: StandaloneConfig) -> tuple[ss.SearchSpace, ss.Config]:
   for ok, message in checks:
     if not ok:
       raise errors.UsageError(message)
+  check_determinism(cfg.deterministic, cfg.jit_compile, cfg.downsample)
   return space, config
 
 
@@ -130,10 +138,10 @@ def load_data(cfg: StandaloneConfig):
   if cfg.eval_split == "test" and dataset.test is not None:
     train, test, test_name = dataset.train, dataset.test, dataset.test_split_name
   else:
-    train, test = data_lib.split(dataset.train, cfg.holdout_fraction, cfg.seed)
-    test_name = f"holdout {cfg.holdout_fraction:g} of train (seed {cfg.seed})"
-  train = data_lib.subsample(train, cfg.train_size or None, cfg.seed)
-  test = data_lib.subsample(test, cfg.test_size or None, cfg.seed + 1)
+    train, test = data_lib.split(dataset.train, cfg.holdout_fraction, cfg.data_seed)
+    test_name = f"holdout {cfg.holdout_fraction:g} of train (data seed {cfg.data_seed})"
+  train = data_lib.subsample(train, cfg.train_size or None, cfg.data_seed)
+  test = data_lib.subsample(test, cfg.test_size or None, cfg.data_seed + 1)
   data_lib.steps_per_epoch(train, cfg.batch_size)  # Raises when the batch is too large.
   return dataset, train, test, test_name
 
@@ -164,16 +172,27 @@ def train_standalone(cfg: StandaloneConfig, workdir: str,
   Returns:
     The metrics (also in `workdir/metrics.json`), or None if interrupted.
   """
+  validate(cfg)
+  with op_determinism(cfg.deterministic):
+    return _train_standalone(cfg, workdir, after_step, loaded)
+
+
+def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded) -> dict | None:
   space, config = validate(cfg)
   metrics_path = os.path.join(workdir, "metrics.json")
-  dataset, train, test, test_name = loaded or load_data(cfg)
-  steps = data_lib.steps_per_epoch(train, cfg.batch_size)
-  loop.set_precision(cfg.precision)
-  set_seeds(cfg.seed, cfg.deterministic)
-  model = build(cfg, space, config, dataset)
   flags = dataclasses.asdict(cfg)
   if cfg.downsample != "diffstride":
     flags = {k: v for k, v in flags.items() if k not in DIFFSTRIDE_FIELDS}
+  if os.path.exists(metrics_path):
+    # A finished run: check that it is the same run, without loading any data.
+    workdir_lib.prepare(workdir, flags, ignore=RESUMABLE_FIELDS)
+    logging.info("%s is complete: %s", workdir, metrics_path)
+    return workdir_lib.read_json(metrics_path)
+  dataset, train, test, test_name = loaded or load_data(cfg)
+  steps = data_lib.steps_per_epoch(train, cfg.batch_size)
+  loop.set_precision(cfg.precision)
+  set_seeds(cfg.seed)
+  model = build(cfg, space, config, dataset)
   workdir_lib.prepare(workdir, flags, ignore=RESUMABLE_FIELDS, extra={
       "run.json": {"config": {"index": ss.to_index(space, config),
                               "stages": list(ss.to_stages(space, config)),
@@ -182,9 +201,6 @@ def train_standalone(cfg: StandaloneConfig, workdir: str,
                    "train_images": len(train), "eval_images": len(test),
                    "eval_split": test_name, "steps_per_epoch": steps,
                    "classes": list(dataset.class_names)}})
-  if os.path.exists(metrics_path):
-    logging.info("%s is complete: %s", workdir, metrics_path)
-    return workdir_lib.read_json(metrics_path)
   trainer = loop.Trainer(model, cfg.optim(steps), total_steps=cfg.epochs * steps,
                          precision=cfg.precision, jit_compile=cfg.jit_compile)
   k = tf.constant(0, tf.int32)
@@ -246,11 +262,37 @@ def train_standalone(cfg: StandaloneConfig, workdir: str,
   return metrics
 
 
-def set_seeds(seed: int, deterministic: bool) -> None:
-  """Seeds Python, numpy and TF (initialisation); optionally TF op determinism."""
+def set_seeds(seed: int) -> None:
+  """Seeds Python, numpy and TF (initialisation)."""
   keras.utils.set_random_seed(seed)
-  if deterministic:
-    tf.config.experimental.enable_op_determinism()
+
+
+@contextlib.contextmanager
+def op_determinism(enabled: bool):
+  """TF op determinism for the duration of one run, then as it was before.
+
+  `tf.config.experimental.enable_op_determinism` is process-wide and TF exports no way
+  back; without restoring it, one deterministic run in a process (a test, a notebook)
+  would make every later XLA max-pool run fail. `disable_op_determinism` lives in
+  tensorflow.python.framework.config (TF 2.21); where it is missing, it stays enabled.
+  """
+  if not enabled or tf_config.is_op_determinism_enabled():
+    yield
+    return
+  tf.config.experimental.enable_op_determinism()
+  try:
+    yield
+  finally:
+    disable = getattr(tf_config, "disable_op_determinism", None)
+    if disable is not None:
+      disable()
+
+
+def check_determinism(deterministic: bool, jit_compile: bool, downsample: str) -> None:
+  if deterministic and jit_compile and downsample == "maxpool":
+    raise errors.UsageError(
+        "--deterministic with --downsample=maxpool needs --nojit_compile: TensorFlow has "
+        "no deterministic XLA max-pool gradient (avgpool and conv work with XLA)")
 
 
 def restore_model(workdir: str) -> tuple[models.SwitchableResNet, dict]:
@@ -264,10 +306,14 @@ def restore_model(workdir: str) -> tuple[models.SwitchableResNet, dict]:
     raise errors.UsageError(f"{workdir} holds no stand-alone training run (no run.json)")
   run = workdir_lib.read_json(run_path)
   cfg = workdir_lib.read_json(os.path.join(workdir, "flags.json"))
+  previous_policy = keras.mixed_precision.global_policy()
   loop.set_precision("float32")
-  model = models.SwitchableResNet.from_config(run["model"])
-  trainer = loop.Trainer(model, loop.OptimConfig(), total_steps=1, jit_compile=False)
-  state = loop.Checkpointer(workdir, trainer).restore()
+  try:
+    model = models.SwitchableResNet.from_config(run["model"])
+    trainer = loop.Trainer(model, loop.OptimConfig(), total_steps=1, jit_compile=False)
+    state = loop.Checkpointer(workdir, trainer).restore()
+  finally:
+    keras.mixed_precision.set_global_policy(previous_policy)
   if state is None or state["epoch"] < cfg["epochs"]:
     raise errors.UsageError(f"the run in {workdir} has not finished training; "
                             "run the same command again to complete it first")

@@ -98,7 +98,16 @@ def test_resumed_search_makes_the_same_decisions(tiny_folder, tmp_path):
     assert ha["train/loss"] == pytest.approx(hb["train/loss"], rel=1e-6)
 
 
+def test_op_determinism_is_scoped_to_the_run(tiny_folder, tmp_path):
+  from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
+  assert not tf_config.is_op_determinism_enabled()
+  search.run_search(_cfg(tiny_folder, epochs=1, configs="4,3,3;1,1,8"), str(tmp_path / "d"))
+  # Left on, it would make every later XLA max-pool run in the process fail.
+  assert not tf_config.is_op_determinism_enabled()
+
+
 @pytest.mark.parametrize("overrides, message", [
+    (dict(deterministic=True, jit_compile=True), "needs --nojit_compile"),
     (dict(dataset="imagenet"), "unknown dataset"),
     (dict(configs="4,3,4"), "sum to 11"),
     (dict(configs="99"), "out of range"),
