@@ -77,6 +77,70 @@ def enable_xla_cache(directory: str | None, workdir: str) -> None:
       f"{existing} --tf_xla_persistent_cache_directory={directory}".strip())
 
 
+def define_standalone_flags(defaults, skip=frozenset()) -> None:
+  """Every field of `standalone.StandaloneConfig` but `config` as a flag (not `skip`).
+
+  One definition for every command that trains stand-alone networks (retrain, exhaustive,
+  tune, diffstride_train); defaults come from `defaults`, a StandaloneConfig.
+  """
+  d, skip = defaults, set(skip)
+  define_data_flags(d)
+  flags.DEFINE_string("space", d.space, "Search space whose network is trained. "
+                      "Known: resnet20.")
+  if "downsample" not in skip:
+    flags.DEFINE_enum("downsample", d.downsample, ["maxpool", "conv", "avgpool"],
+                      "Downsampling op: 2x2 max-pool on the block input (reference "
+                      "ResNet20), stride-2 conv, or 2x2 average pool.")
+  if "epochs" not in skip:
+    flags.DEFINE_integer("epochs", d.epochs, "Training epochs over the training split.",
+                         lower_bound=1)
+  define_optim_flags(d)
+  flags.DEFINE_enum("schedule", d.schedule, ["cosine", "step", "constant"], "Learning-rate "
+                    "schedule: cosine decay to --min_learning_rate, step decay by 10x at "
+                    "--step_boundaries, or constant.")
+  flags.DEFINE_list("step_boundaries", [str(b) for b in d.step_boundaries], "With "
+                    "--schedule=step: the fractions of training at which the learning rate "
+                    "drops by 10x.")
+  flags.DEFINE_bool("nesterov", d.nesterov, "Use Nesterov momentum.")
+  flags.DEFINE_float("label_smoothing", d.label_smoothing, "Label smoothing of the "
+                     "cross-entropy loss, in [0, 1).", lower_bound=0.0, upper_bound=0.999)
+  flags.DEFINE_integer("warmup_epochs", d.warmup_epochs, "Epochs of linear learning-rate "
+                       "warm-up from 0.", lower_bound=0)
+  flags.DEFINE_integer("train_size", d.train_size, "Subsample the training split to this "
+                       "many images (quick runs, smaller budgets); 0 keeps it whole.",
+                       lower_bound=0)
+  flags.DEFINE_integer("test_size", d.test_size, "Subsample the evaluation split to this "
+                       "many images; 0 keeps it whole.", lower_bound=0)
+  if "eval_split" not in skip:
+    flags.DEFINE_enum("eval_split", d.eval_split, ["test", "holdout"], "Where the reported "
+                      "accuracy comes from: the test split (TFDS test, Food101 validation, "
+                      "PATH/test of a folder, or a held-out part of train when the folder "
+                      "has none), or always a held-out part of train.")
+  flags.DEFINE_float("holdout_fraction", d.holdout_fraction, "Fraction of the training "
+                     "split held out for evaluation when there is no test split or "
+                     "--eval_split=holdout.")
+  flags.DEFINE_integer("data_seed", d.data_seed, "Seed of the held-out split and of the "
+                       "subsamples (--seed drives initialisation, order and augmentation), "
+                       "so that runs of several seeds are scored on the same images.")
+  define_run_flags(d)
+  define_xla_cache_flag()
+
+
+def standalone_values(config_cls, **overrides):
+  """`config_cls` (StandaloneConfig) from the flags `define_standalone_flags` defined."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(config_cls)
+            if f.name in FLAGS and f.name != "config"}
+  if "step_boundaries" in values:
+    try:
+      values["step_boundaries"] = tuple(float(b) for b in values["step_boundaries"])
+    except ValueError:
+      raise errors.UsageError(f"--step_boundaries must be numbers (received "
+                              f"{','.join(values['step_boundaries'])})") from None
+  values.update(overrides)
+  return config_cls(**values)
+
+
 def parse_flags(argv):
   """absl flag parsing whose errors are one line and exit 2 (no usage dump)."""
   try:

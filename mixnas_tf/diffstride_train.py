@@ -31,7 +31,6 @@ from mixnas_tf import standalone
 
 FLAGS = flags.FLAGS
 # StandaloneConfig fields this command sets itself.
-_FIXED = ("config", "downsample")
 
 
 def define_flags() -> None:
@@ -47,45 +46,16 @@ def define_flags() -> None:
   flags.DEFINE_float("stride_regularizer", d.stride_regularizer, "Weight of the cost "
                      "penalty: the network's multiply-accumulates implied by the strides, "
                      "relative to the network at stride 1 (0 disables it).", lower_bound=0.0)
-  cli.define_data_flags(d)
-  flags.DEFINE_string("space", d.space, "Search space whose network is trained. "
-                      "Known: resnet20.")
-  flags.DEFINE_integer("epochs", d.epochs, "Training epochs over the whole training split.",
-                       lower_bound=1)
-  cli.define_optim_flags(d)
-  flags.DEFINE_enum("schedule", d.schedule, ["cosine", "step", "constant"], "Learning-rate "
-                    "schedule: cosine decay to --min_learning_rate, step decay by 10x at "
-                    "--step_boundaries, or constant.")
-  flags.DEFINE_list("step_boundaries", [str(b) for b in d.step_boundaries], "With "
-                    "--schedule=step: the fractions of training at which the learning rate "
-                    "drops by 10x.")
-  flags.DEFINE_bool("nesterov", d.nesterov, "Use Nesterov momentum.")
-  flags.DEFINE_float("label_smoothing", d.label_smoothing, "Label smoothing of the "
-                     "cross-entropy loss, in [0, 1).", lower_bound=0.0, upper_bound=0.999)
-  flags.DEFINE_integer("warmup_epochs", d.warmup_epochs, "Epochs of linear learning-rate "
-                       "warm-up from 0.", lower_bound=0)
-  flags.DEFINE_integer("train_size", d.train_size, "Subsample the training split to this "
-                       "many images for quick runs; 0 keeps it whole.", lower_bound=0)
-  flags.DEFINE_integer("test_size", d.test_size, "Subsample the evaluation split to this "
-                       "many images; 0 keeps it whole.", lower_bound=0)
-  flags.DEFINE_enum("eval_split", d.eval_split, ["test", "holdout"], "Where the reported "
-                    "accuracy comes from: the test split, or a held-out part of train.")
-  flags.DEFINE_float("holdout_fraction", d.holdout_fraction, "Fraction of the training "
-                     "split held out for evaluation when there is no test split or "
-                     "--eval_split=holdout.")
   # Without XLA the layer sizes are computed in-graph and nothing retraces; with XLA every
   # new set of sizes is a new compilation. Graph mode was also the faster one per step on
   # the project's CPU (experiments/bench_diffstride.md), hence this command's default.
-  cli.define_run_flags(dataclasses.replace(d, jit_compile=False))
-  cli.define_xla_cache_flag()
+  cli.define_standalone_flags(dataclasses.replace(d, jit_compile=False),
+                              skip=("downsample",))
 
 
 def config_from_flags() -> standalone.StandaloneConfig:
-  values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(standalone.StandaloneConfig)
-            if f.name not in _FIXED and f.name in FLAGS}
-  values["step_boundaries"] = tuple(float(b) for b in values["step_boundaries"])
-  return standalone.StandaloneConfig(**values, config=FLAGS.init_config,
-                                     downsample="diffstride")
+  return cli.standalone_values(standalone.StandaloneConfig, config=FLAGS.init_config,
+                               downsample="diffstride")
 
 
 def main(argv):

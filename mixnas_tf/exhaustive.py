@@ -294,59 +294,12 @@ def merge(inputs: list[str], out: str, space_name: str = "resnet20") -> dict:
 
 def define_budget_flags(skip: Iterable[str] = ()) -> None:
   """Every StandaloneConfig field but `config` (and `skip`) as a flag with its default."""
-  d = standalone.StandaloneConfig()
-  skip = set(skip)
-  cli.define_data_flags(d)
-  flags.DEFINE_string("space", d.space, "Search space whose configurations are trained. "
-                      "Known: resnet20.")
-  flags.DEFINE_enum("downsample", d.downsample, ["maxpool", "conv", "avgpool"], "Downsampling "
-                    "op: 2x2 max-pool on the block input (reference ResNet20), stride-2 conv, "
-                    "or 2x2 average pool.")
-  if "epochs" not in skip:
-    flags.DEFINE_integer("epochs", d.epochs, "Training epochs of every configuration (over "
-                         "its training split).", lower_bound=1)
-  cli.define_optim_flags(d)
-  flags.DEFINE_enum("schedule", d.schedule, ["cosine", "step", "constant"], "Learning-rate "
-                    "schedule: cosine decay to --min_learning_rate, step decay by 10x at "
-                    "--step_boundaries, or constant.")
-  flags.DEFINE_list("step_boundaries", [str(b) for b in d.step_boundaries], "With "
-                    "--schedule=step: the fractions of training at which the learning rate "
-                    "drops by 10x.")
-  flags.DEFINE_bool("nesterov", d.nesterov, "Use Nesterov momentum.")
-  flags.DEFINE_float("label_smoothing", d.label_smoothing, "Label smoothing of the "
-                     "cross-entropy loss, in [0, 1).", lower_bound=0.0, upper_bound=0.999)
-  flags.DEFINE_integer("warmup_epochs", d.warmup_epochs, "Epochs of linear learning-rate "
-                       "warm-up from 0.", lower_bound=0)
-  flags.DEFINE_integer("train_size", d.train_size, "Subsample the training split to this "
-                       "many images (a smaller budget); 0 keeps it whole.", lower_bound=0)
-  flags.DEFINE_integer("test_size", d.test_size, "Subsample the evaluation split to this "
-                       "many images; 0 keeps it whole.", lower_bound=0)
-  if "eval_split" not in skip:
-    flags.DEFINE_enum("eval_split", d.eval_split, ["test", "holdout"], "Where the reported "
-                      "accuracy comes from: the test split (TFDS test, PATH/test of a folder, "
-                      "or a held-out part of train when the folder has none), or always a "
-                      "held-out part of train.")
-  flags.DEFINE_float("holdout_fraction", d.holdout_fraction, "Fraction of the training "
-                     "split held out for evaluation when there is no test split or "
-                     "--eval_split=holdout.")
-  cli.define_run_flags(d)
-  cli.define_xla_cache_flag()
+  cli.define_standalone_flags(standalone.StandaloneConfig(), skip)
 
 
 def budget_from_flags(**overrides) -> standalone.StandaloneConfig:
   """A StandaloneConfig from the flags `define_budget_flags` defined, plus `overrides`."""
-  values = {}
-  for field in dataclasses.fields(standalone.StandaloneConfig):
-    if field.name in flags.FLAGS and field.name != "config":
-      values[field.name] = flags.FLAGS[field.name].value
-  if "step_boundaries" in values:
-    try:
-      values["step_boundaries"] = tuple(float(b) for b in values["step_boundaries"])
-    except ValueError:
-      raise errors.UsageError(f"--step_boundaries must be numbers (received "
-                              f"{','.join(values['step_boundaries'])})") from None
-  values.update(overrides)
-  return standalone.StandaloneConfig(**values)
+  return cli.standalone_values(standalone.StandaloneConfig, **overrides)
 
 
 def define_flags() -> None:

@@ -278,44 +278,12 @@ def define_flags(config_flags: bool = True) -> None:
     flags.DEFINE_integer("rank", None, "With --from_search: train the configuration at this "
                          "1-based position of the search's ranking instead of its best.",
                          lower_bound=1)
-  cli.define_data_flags(d)
-  flags.DEFINE_string("space", d.space, "Search space whose configuration is trained. "
-                      "Known: resnet20.")
-  flags.DEFINE_enum("downsample", d.downsample, ["maxpool", "conv", "avgpool"], "Downsampling "
-                    "op: 2x2 max-pool on the block input (reference ResNet20), stride-2 conv, "
-                    "or 2x2 average pool.")
-  flags.DEFINE_integer("epochs", d.epochs, "Training epochs over the whole training split.",
-                       lower_bound=1)
-  cli.define_optim_flags(d)
-  flags.DEFINE_enum("schedule", d.schedule, ["cosine", "step", "constant"], "Learning-rate "
-                    "schedule: cosine decay to --min_learning_rate, step decay by 10x at "
-                    "--step_boundaries, or constant.")
-  flags.DEFINE_list("step_boundaries", [str(b) for b in d.step_boundaries], "With "
-                    "--schedule=step: the fractions of training at which the learning rate "
-                    "drops by 10x.")
-  flags.DEFINE_bool("nesterov", d.nesterov, "Use Nesterov momentum.")
-  flags.DEFINE_float("label_smoothing", d.label_smoothing, "Label smoothing of the "
-                     "cross-entropy loss, in [0, 1).", lower_bound=0.0, upper_bound=0.999)
-  flags.DEFINE_integer("warmup_epochs", d.warmup_epochs, "Epochs of linear learning-rate "
-                       "warm-up from 0.", lower_bound=0)
-  flags.DEFINE_integer("train_size", d.train_size, "Subsample the training split to this "
-                       "many images for quick runs; 0 keeps it whole.", lower_bound=0)
-  flags.DEFINE_integer("test_size", d.test_size, "Subsample the evaluation split to this "
-                       "many images; 0 keeps it whole.", lower_bound=0)
-  flags.DEFINE_enum("eval_split", d.eval_split, ["test", "holdout"], "Where the reported "
-                    "accuracy comes from: the test split (TFDS test, Food101 validation, "
-                    "PATH/test of a folder, or a held-out part of train when the folder has "
-                    "none), or always a held-out part of train.")
-  flags.DEFINE_float("holdout_fraction", d.holdout_fraction, "Fraction of the training "
-                     "split held out for evaluation when there is no test split or "
-                     "--eval_split=holdout.")
-  cli.define_run_flags(d)
+  cli.define_standalone_flags(d)
   flags.DEFINE_integer("seeds", 1, "Train this many seeds, --seed .. --seed+N-1, and report "
                        "the mean and standard deviation of their test accuracy.",
                        lower_bound=1)
   flags.DEFINE_enum("export", "first", list(EXPORT_MODES), "Export the first seed's trained "
                     "model to WORKDIR/export, each seed's to WORKDIR/seed_<s>/export, or none.")
-  cli.define_xla_cache_flag()
 
 
 def flag_values(names: Iterable[str]) -> tuple[dict, set]:
