@@ -136,7 +136,12 @@ def finish_search(*, cfg, space, configs, dataset, val, trainer, workdir, histor
       "assignment": probs.tolist(),
       "scores": scores.tolist(),
       "temperature": temperature,
+      # Traces of this process (after a resume it only evaluated), and the most search
+      # steps one training process compiled (= the configurations it met).
       "trace_counts": trainer.trace_counts(),
+      "search_step_traces": max(
+          [h.get("compile/search_step_traces", 0) for h in history]
+          + [trainer.trace_counts()["search_step"]]),
       "compile_seconds": state["extra"].get("compile_seconds"),
       "train_seconds": state.get("elapsed"),
       "eval_seconds": time.time() - t0,
@@ -151,5 +156,5 @@ def finish_search(*, cfg, space, configs, dataset, val, trainer, workdir, histor
   logging.info("Best configuration: %d %s, estimated accuracy %.4f (weight set %d).",
                best["index"], ss.format_stages(best["stages"]), best["estimated_accuracy"],
                best["model"])
-  del history, samples  # Kept in state.json; the report reads them from there.
+  del samples  # Kept in state.json; the report reads them from there.
   return results

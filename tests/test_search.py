@@ -53,6 +53,7 @@ def test_search_writes_flags_results_ranking_and_plots(tiny_folder, tmp_path):
   assert results["best"]["stages"] == best["stages"]
   # One compiled search step per configuration, one eval step per configuration.
   assert results["trace_counts"] == {"train_step": 0, "search_step": 3, "eval_step": 3}
+  assert results["search_step_traces"] == 3
   with open(os.path.join(workdir, "ranking.csv")) as f:
     rows = f.read().splitlines()
   assert rows[0].startswith("rank,index,stages") and len(rows) == 4
