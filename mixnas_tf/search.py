@@ -211,7 +211,10 @@ def _run_search(cfg: SearchConfig, workdir: str, after_step) -> dict | None:
     record = {"search/assignment_entropy": mixture.assignment_entropy(probs),
               "compile/search_step_traces": trainer.trace_counts()["search_step"],
               "compile/seconds": compile_time["seconds"]}
-    epoch_models = np.array([int(m) for c, m in samples[-steps:]])
+    # The epoch's weight-set indices were left on the device during the epoch; fetch
+    # them once, so checkpoints only ever serialise ints.
+    samples[-steps:] = [(c, int(m)) for c, m in samples[-steps:]]
+    epoch_models = np.array([m for _, m in samples[-steps:]])
     for m, share in enumerate(mixture.model_shares(probs)):
       record[f"search/share_model_{m}"] = float(share)
       record[f"search/steps_model_{m}"] = int(np.sum(epoch_models == m))
