@@ -16,7 +16,6 @@ Prints a table and writes JSON. Repeats are interleaved (fit, K=1, K=4, fit, ...
 load from other processes affects every variant alike; ratios are of medians.
 """
 
-import json
 import os
 import statistics
 import sys
@@ -28,7 +27,6 @@ from absl import flags
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from mixnas_tf import data as data_lib  # pylint: disable=wrong-import-position
@@ -105,6 +103,12 @@ def main(argv):
     trainers[k] = loop.Trainer(model, loop.OptimConfig(), total_steps=10**6,
                                jit_compile=True,
                                mixture=loop.MixtureState(len(configs), k, seed=0))
+  # The same K=1 search step without XLA (graph mode), for the XLA-or-not question.
+  graph_model = models.SwitchableResNet(configs=[default], num_models=1,
+                                        batchnorm="batch_stats", mean=dataset.mean,
+                                        std=dataset.std)
+  graph_trainer = loop.Trainer(graph_model, loop.OptimConfig(), total_steps=10**6,
+                               jit_compile=False, mixture=loop.MixtureState(1, 1, seed=0))
   standalone_net = models.SwitchableResNet(configs=[default], num_models=1,
                                            batchnorm="standard", mean=dataset.mean,
                                            std=dataset.std)
@@ -151,24 +155,29 @@ def main(argv):
   sequence = search.config_sequence(0, 0, len(configs), 10**5)
   fit(plain, fit_data, FLAGS.steps)  # Compile fit's step.
   timings = {name: [] for name in ("fit", "K=1 fixed", "K=4 fixed", "K=1 uniform",
-                                   "K=4 uniform")}
+                                   "K=4 uniform", "K=1 fixed, no XLA")}
+  variants = [(1, "fixed", trainers[1]), (4, "fixed", trainers[4]),
+              (1, "uniform", trainers[1]), (4, "uniform", trainers[4]),
+              (1, "fixed, no XLA", graph_trainer)]
   position = 0
   for r in range(FLAGS.repeats):
     timings["fit"].append(fit(plain, fit_data, FLAGS.steps))
-    for k in (1, 4):
-      for mode in ("fixed", "uniform"):
-        it = batches(r + 1)
+    for k, mode, trainer in variants:
+      it = batches(r + 1)
+      next_batch = next(it)
+      if mode == "fixed, no XLA" and r == 0:  # Its first call traces.
+        (images, labels), (val_images, val_labels) = next_batch
+        _sync(trainer.search_step(default, images, labels, val_images, val_labels))
+      t0 = time.perf_counter()
+      out = None
+      for s in range(FLAGS.steps):
+        (images, labels), (val_images, val_labels) = next_batch
+        config = configs[sequence[position + s]] if mode == "uniform" else default
+        out = trainer.search_step(config, images, labels, val_images, val_labels)
         next_batch = next(it)
-        t0 = time.perf_counter()
-        out = None
-        for s in range(FLAGS.steps):
-          (images, labels), (val_images, val_labels) = next_batch
-          config = default if mode == "fixed" else configs[sequence[position + s]]
-          out = trainers[k].search_step(config, images, labels, val_images, val_labels)
-          next_batch = next(it)
-        _sync(out)
-        timings[f"K={k} {mode}"].append(FLAGS.steps * b / (time.perf_counter() - t0))
-      position += FLAGS.steps
+      _sync(out)
+      timings[f"K={k} {mode}"].append(FLAGS.steps * b / (time.perf_counter() - t0))
+    position += FLAGS.steps
     print(f"  repeat {r + 1}: " + ", ".join(f"{n} {v[-1]:.0f}" for n, v in timings.items()),
           flush=True)
   medians = {name: statistics.median(v) for name, v in timings.items()}
