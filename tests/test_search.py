@@ -184,8 +184,9 @@ def test_one_search_epoch_under_tfds_mock(tmp_path, dataset, image_size):
                             progress=False, jit_compile=dataset == "cifar10"),
         str(tmp_path / dataset))
   assert len(results["configs"]) == 2
-  assert results["model_steps"] == [sum(results["model_steps"]) - results["model_steps"][1],
-                                    results["model_steps"][1]]
+  assert all(0.0 <= c["estimated_accuracy"] <= 1.0 for c in results["configs"])
+  # One weight-set step per training step: 64 mock images, half search-train, batch 16.
+  assert len(results["model_steps"]) == 2 and min(results["model_steps"]) >= 0
   assert sum(results["model_steps"]) == 32 // 16
 
 
