@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mixnas_tf import errors
 from mixnas_tf import optim
 from mixnas_tf import workdir as workdir_lib
 
@@ -305,7 +306,15 @@ class Checkpointer:
       return None
     with open(self.state_path) as f:
       state = json.load(f)
-    self.checkpoint.read(os.path.join(self.directory, state["checkpoint"])).assert_consumed()
+    path = os.path.join(self.directory, state["checkpoint"])
+    try:
+      self.checkpoint.read(path).assert_consumed()
+    except AssertionError as e:
+      # E.g. a checkpoint of mixnas_tf 0.1.0, which lost the blocks' moving statistics.
+      raise errors.UsageError(
+          f"checkpoint {path} does not hold every variable of this run's network "
+          f"({str(e).splitlines()[0][:200]}); it cannot be resumed or exported: "
+          "train again in a new --workdir") from None
     return state
 
   def save(self, state: dict) -> None:

@@ -101,6 +101,11 @@ class SwitchableResNet(keras.Model):
                         if learned else None), **k)
         for i in range(1, self.space.num_layers)
     ]
+    # Keras 3 leaves layers held in a Python list out of TensorFlow's object graph, so
+    # tf.train.Checkpoint would save none of the blocks' weights (BUILD_NOTES.md): each
+    # block is also an attribute, which both Keras (once) and TensorFlow track.
+    for block in self.blocks:
+      setattr(self, block.name, block)
     # The classifier stays float32 under mixed precision.
     self.head = layers_lib.StackedDense(self.num_classes, widths[-1], dtype="float32",
                                         name="head", **k)

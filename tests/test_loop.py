@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mixnas_tf import errors
 from mixnas_tf import loop
 from mixnas_tf import mixture
 from mixnas_tf import models
@@ -159,3 +160,47 @@ def test_mixed_float16_step_is_finite():
     assert float(trainer.loss_scale.scale) in (2.0**15, 2.0**14)
   finally:
     keras.mixed_precision.set_global_policy("float32")
+
+
+def test_checkpoint_restores_every_variable_of_the_network(tmp_path):
+  # Standard BatchNorm, so moving statistics are part of the state as well.
+  def build(seed):
+    tf.keras.utils.set_random_seed(seed)
+    model = models.SwitchableResNet(configs=CONFIGS, num_models=2, batchnorm="standard")
+    return loop.Trainer(model, loop.OptimConfig(), total_steps=10, jit_compile=False)
+
+  trained = build(seed=0)
+  images, labels = _batch(16, seed=1)
+  for _ in range(2):
+    trained.train_step(CONFIGS[1], tf.constant(1), images, labels)
+  loop.Checkpointer(str(tmp_path), trained).save({"epoch": 0, "step_in_epoch": 2})
+  names = {n for n, _ in tf.train.list_variables(str(tmp_path / "checkpoints" /
+                                                     "ckpt-0000-000002"))}
+  # The blocks' moving statistics are reachable only through the network (the trainable
+  # weights also through the optimizer); mixnas_tf 0.1.0 checkpoints lost them.
+  assert "trainer/model/block9/bn2/moving_variance/.ATTRIBUTES/VARIABLE_VALUE" in names
+
+  fresh = build(seed=1)  # Different initial weights, which the restore must replace.
+  assert not np.array_equal(fresh.model.blocks[4].conv1.kernel.numpy(),
+                            trained.model.blocks[4].conv1.kernel.numpy())
+  assert loop.Checkpointer(str(tmp_path), fresh).restore()["step_in_epoch"] == 2
+  assert len(fresh.model.variables) == len(trained.model.variables) > 100
+  for a, b in zip(fresh.model.variables, trained.model.variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+  for a, b in zip(fresh.optimizer.variables, trained.optimizer.variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  np.testing.assert_array_equal(
+      fresh.model(images, config=CONFIGS[1], model_index=tf.constant(1)).numpy(),
+      trained.model(images, config=CONFIGS[1], model_index=tf.constant(1)).numpy())
+
+
+def test_checkpoint_missing_network_variables_is_a_usage_error(tmp_path):
+  trainer = _trainer(num_models=2, jit_compile=False)
+  # What mixnas_tf 0.1.0 wrote: the stem and head, not the blocks.
+  tf.train.Checkpoint(trainer=tf.train.Checkpoint(
+      model=tf.train.Checkpoint(stem=trainer.model.stem, head=trainer.model.head))).write(
+          str(tmp_path / "checkpoints" / "ckpt-0000-000001"))
+  (tmp_path / "state.json").write_text(
+      '{"epoch": 0, "step_in_epoch": 1, "checkpoint": "ckpt-0000-000001"}')
+  with pytest.raises(errors.UsageError, match="does not hold every variable"):
+    loop.Checkpointer(str(tmp_path), trainer).restore()

@@ -180,6 +180,31 @@ def test_one_epoch_on_real_cifar10_beats_chance(resumed_run):
   assert info["class_names"][0] == "airplane"
 
 
+def test_exported_model_reproduces_the_reported_test_accuracy(resumed_run):
+  """The export is the trained network: its accuracy on the test folder is the run's.
+
+  (The run was interrupted and resumed, and the export restores it from the last
+  checkpoint, so this also checks that checkpoints hold the whole network, moving
+  statistics included.)
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  out = pathlib.Path(resumed_run["workdir"], "export")
+  info = json.loads((out / "export.json").read_text())
+  test_dir = pathlib.Path(resumed_run["cfg"].dataset.split(":", 1)[1], "test")
+  images, labels = [], []
+  for label, name in enumerate(info["class_names"]):
+    for f in sorted((test_dir / name).iterdir()):
+      images.append(tf.io.decode_jpeg(tf.io.read_file(str(f)), channels=3).numpy())
+      labels.append(label)
+  model = keras.models.load_model(out / "model.keras")
+  predicted = model.predict(np.stack(images), batch_size=100, verbose=0).argmax(axis=1)
+  accuracy = float(np.mean(predicted == np.array(labels)))
+  # Same weights and images; float differences may flip a borderline image or two.
+  assert len(labels) == 500
+  assert abs(accuracy - resumed_run["summary"]["test_accuracy"][0]) <= 0.006, accuracy
+
+
 def test_rerun_of_a_finished_retrain_changes_nothing(resumed_run):
   path = pathlib.Path(resumed_run["workdir"], "seed_0", "metrics.json")
   before = path.read_bytes()
