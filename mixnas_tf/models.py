@@ -102,8 +102,10 @@ class SwitchableResNet(keras.Model):
         for i in range(1, self.space.num_layers)
     ]
     # Keras 3 leaves layers held in a Python list out of TensorFlow's object graph, so
-    # tf.train.Checkpoint would save none of the blocks' weights (BUILD_NOTES.md): each
-    # block is also an attribute, which both Keras (once) and TensorFlow track.
+    # tf.train.Checkpoint would not reach the blocks through the network (the optimiser
+    # still holds their trainable weights, but their moving statistics were lost:
+    # BUILD_NOTES.md). Each block is also an attribute, which Keras (once) and
+    # TensorFlow both track.
     for block in self.blocks:
       setattr(self, block.name, block)
     # The classifier stays float32 under mixed precision.

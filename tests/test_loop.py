@@ -196,7 +196,7 @@ def test_checkpoint_restores_every_variable_of_the_network(tmp_path):
 
 def test_checkpoint_missing_network_variables_is_a_usage_error(tmp_path):
   trainer = _trainer(num_models=2, jit_compile=False)
-  # What mixnas_tf 0.1.0 wrote: the stem and head, not the blocks.
+  # A checkpoint that misses the blocks (0.1.0's missed their moving statistics).
   tf.train.Checkpoint(trainer=tf.train.Checkpoint(
       model=tf.train.Checkpoint(stem=trainer.model.stem, head=trainer.model.head))).write(
           str(tmp_path / "checkpoints" / "ckpt-0000-000001"))

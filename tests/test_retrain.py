@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 
+import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -187,8 +189,6 @@ def test_exported_model_reproduces_the_reported_test_accuracy(resumed_run):
   checkpoint, so this also checks that checkpoints hold the whole network, moving
   statistics included.)
   """
-  import keras  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   out = pathlib.Path(resumed_run["workdir"], "export")
   info = json.loads((out / "export.json").read_text())
   test_dir = pathlib.Path(resumed_run["cfg"].dataset.split(":", 1)[1], "test")
