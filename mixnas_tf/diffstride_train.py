@@ -30,7 +30,6 @@ from mixnas_tf import search_space as ss
 from mixnas_tf import standalone
 
 FLAGS = flags.FLAGS
-# StandaloneConfig fields this command sets itself.
 
 
 def define_flags() -> None:
