@@ -151,6 +151,11 @@ def _run_search(cfg: SearchConfig, workdir: str, after_step) -> dict | None:
           "split": {"search_train": len(train), "search_val": len(val),
                     "steps_per_epoch": steps},
           "classes": list(dataset.class_names)}})
+  results_path = os.path.join(workdir, "results.json")
+  if resumed and os.path.exists(results_path):
+    # Finished: keep its results (and their timings and trace counts) as they are.
+    logging.info("%s is complete: %s", workdir, results_path)
+    return workdir_lib.read_json(results_path)
   logging.info("%s search in %s: %d configurations, K=%d, %d epochs x %d steps, "
                "search-train %d / search-val %d images.", "Resuming" if resumed else "Starting",
                workdir, len(configs), cfg.num_models, cfg.epochs, steps, len(train), len(val))

@@ -65,8 +65,13 @@ def test_search_writes_flags_results_ranking_and_plots(tiny_folder, tmp_path):
   assert [h["epoch"] for h in history] == [0, 1]
   assert history[0]["search/temperature"] == 1.0 and history[1]["search/temperature"] == 100.0
   assert sum(h["search/steps_model_0"] + h["search/steps_model_1"] for h in history) == 2 * 3
-  # Running again on the finished directory does not train again and gives the same.
-  assert search.run_search(cfg, workdir)["configs"] == results["configs"]
+  # Running again on the finished directory neither trains nor evaluates again: the
+  # results, their timings and trace counts included, stay as they were.
+  with open(os.path.join(workdir, "results.json"), "rb") as f:
+    before = f.read()
+  assert search.run_search(cfg, workdir) == results
+  with open(os.path.join(workdir, "results.json"), "rb") as f:
+    assert f.read() == before
 
 
 def test_resumed_search_makes_the_same_decisions(tiny_folder, tmp_path):
