@@ -134,13 +134,13 @@ def load_search_data(cfg: SearchConfig):
 def run_search(cfg: SearchConfig, workdir: str,
                after_step: Callable[[int], None] | None = None) -> dict | None:
   """Runs or resumes a search in `workdir`; returns the results, or None if interrupted."""
-  validate(cfg)
-  with standalone.op_determinism(cfg.deterministic):
-    return _run_search(cfg, workdir, after_step)
-
-
-def _run_search(cfg: SearchConfig, workdir: str, after_step) -> dict | None:
   space, configs = validate(cfg)
+  with standalone.op_determinism(cfg.deterministic):
+    return _run_search(cfg, space, configs, workdir, after_step)
+
+
+def _run_search(cfg: SearchConfig, space: ss.SearchSpace, configs, workdir: str,
+                after_step) -> dict | None:
   dataset, train, val = load_search_data(cfg)
   steps = data_lib.steps_per_epoch(train, cfg.batch_size)
   resumed = workdir_lib.prepare(
