@@ -2,9 +2,9 @@
 
 After a search, every searched configuration is evaluated on the whole search-validation
 split under each weight set (`--final_eval=all_pairs`) or only under its assigned one
-(`assigned`, K times cheaper). A configuration's estimated accuracy is its accuracy under
-the weight set the balanced assignment gives it (`--estimate=assigned`, argmax_m p(m|c))
-or the best over weight sets (`max`). Finished configurations are appended to
+(`assigned`, K times cheaper). A configuration's estimated accuracy comes from one of
+`estimators.ESTIMATORS` (`--estimate`): e.g. its accuracy under the weight set the balanced
+assignment gives it (`assigned`, the paper's) or its mean over the sets (`mean`). Finished configurations are appended to
 `eval_partial.json`, so an interrupted evaluation resumes where it stopped.
 """
 
@@ -17,6 +17,7 @@ from absl import logging
 import numpy as np
 
 from mixnas_tf import data as data_lib
+from mixnas_tf import estimators
 from mixnas_tf import mixture
 from mixnas_tf import plots
 from mixnas_tf import search_space as ss
@@ -60,20 +61,17 @@ def evaluate_pairs(trainer, configs, pairs_for, batches_fn, partial_path=None,
 def rank_results(space, configs, accuracy, probs, estimate: str, image_size: int,
                  downsample: str, num_classes: int) -> list[dict]:
   """One record per configuration, sorted by estimated accuracy (best first)."""
-  assigned = mixture.assigned_models(probs)
+  values = estimators.estimate(estimate, accuracy, probs)
+  models = estimators.chosen_models(estimate, accuracy, probs)
   records = []
   for row, config in enumerate(configs):
     per_model = accuracy[row]
-    if estimate == "max":
-      model = int(np.nanargmax(per_model))
-    else:
-      model = int(assigned[row])
     records.append({
         "index": ss.to_index(space, config),
         "stages": list(ss.to_stages(space, config)),
         "code": ss.to_code_string(config),
-        "model": model,
-        "estimated_accuracy": float(per_model[model]),
+        "model": int(models[row]),
+        "estimated_accuracy": float(values[row]),
         "accuracy_per_model": [None if np.isnan(a) else float(a) for a in per_model],
         "assignment": [float(p) for p in probs[row]],
         "macs": ss.macs(space, config, image_size, downsample, num_classes=num_classes),

@@ -66,11 +66,16 @@ class MixtureState(tf.Module):
   and the score update run inside the compiled step.
   """
 
-  def __init__(self, num_configs: int, num_models: int, seed: int, ema_decay: float = 0.9):
+  def __init__(self, num_configs: int, num_models: int, seed: int, ema_decay: float = 0.9,
+               shared: bool = False):
     super().__init__(name="mixture")
     self.num_models = num_models
     self.scores = tf.Variable(tf.ones([num_configs, num_models]), trainable=False,
                               name="scores")
+    # While True, every step trains weight set 0 (the shared warm-up of a search whose
+    # sets are split from one SuperNet, `split_shared`); a tensor, so no retrace.
+    self.shared = tf.Variable(bool(shared) and num_models > 1, trainable=False,
+                              name="shared")
     self.log_divisor = tf.Variable(tf.zeros([num_models]), trainable=False,
                                    name="log_divisor")
     self.temperature = tf.Variable(1.0, trainable=False, name="temperature")
@@ -97,7 +102,12 @@ class MixtureState(tf.Module):
     u = tf.random.stateless_uniform([], seed=seed)
     cdf = tf.cumsum(self.probs(config_index))
     index = tf.reduce_sum(tf.cast(cdf <= u * cdf[-1], tf.int32))
-    return tf.minimum(index, self.num_models - 1)
+    return tf.where(self.shared, 0, tf.minimum(index, self.num_models - 1))
+
+  def split_shared(self) -> None:
+    """Ends the shared warm-up: every set's scores start from the shared set's."""
+    self.scores.assign(tf.tile(self.scores[:, :1], [1, self.num_models]))
+    self.shared.assign(False)
 
   def update(self, config_index: int, model_index, accuracy):
     """W[c, m] <- decay * W[c, m] + (1 - decay) * accuracy."""
@@ -153,6 +163,22 @@ class Trainer(tf.Module):
     self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
     self.search_step = tf.function(self._search_step, jit_compile=jit_compile)
     self.eval_step = tf.function(self._eval_step, jit_compile=jit_compile)
+
+  def copy_weight_set(self, source: int = 0) -> None:
+    """Sets every weight set (weights, BatchNorm statistics, momentum) to set `source`.
+
+    Splits K SuperNets from one: after a shared warm-up on set 0, the K sets continue
+    from the same point (few-shot NAS, Zhao et al. 2021).
+    """
+    stacked = (list(self.model.trainable_variables) + list(self.model.non_trainable_variables)
+               + list(self.optimizer.slots))
+    k = self.model.num_models
+    for var in stacked:
+      if var.shape[0] != k:
+        raise ValueError(f"{var.name} is not stacked over the {k} weight sets "
+                         f"(shape {var.shape})")
+      value = var.value if isinstance(var, keras.Variable) else var
+      value.assign(tf.repeat(value[source:source + 1], k, axis=0))
 
   def trace_counts(self) -> dict[str, int]:
     return {name: int(getattr(self, name).experimental_get_tracing_count())

@@ -10,7 +10,10 @@ r"""How well an estimated ranking of configurations matches the true one.
 Sources (`read`), each giving an accuracy in percent per configuration, keyed by its
 reference number (1..36 for ResNet20):
   - a search's `results.json`, or its work directory: per-configuration records, column
-    `estimated_accuracy` by default (any numeric field of the records may be named);
+    `estimated_accuracy` by default (any numeric field of the records may be named), or
+    an estimator's name (`assigned`, `max`, `mean`, `centered`, `weighted`:
+    mixnas_tf/estimators.py), which re-estimates every configuration from the search's
+    final evaluation, e.g. `--estimate=runs/search_k4:mean`;
   - a CSV with one row per configuration, whose configuration column is `architecture`
     (the reference CSV and our exhaustive `table.csv`), `index` (our `ranking.csv`),
     `number`, or `stages` ([a,b,c]); column `baseline_avg` by default;
@@ -45,6 +48,7 @@ from scipy import stats
 
 from mixnas_tf import cli
 from mixnas_tf import errors
+from mixnas_tf import estimators
 from mixnas_tf import search_space as ss
 
 TOP_K = (1, 3, 5, 10)
@@ -157,6 +161,15 @@ def _read_json(path: str):
 def _read_search_results(path: str, column: str | None) -> tuple[dict[int, float], str]:
   column = column or "estimated_accuracy"
   records = _read_json(path)["configs"]
+  if column in estimators.ESTIMATORS:
+    # Re-estimated from the final evaluation (any search's results.json holds it).
+    accuracy = [[np.nan if a is None else a for a in r["accuracy_per_model"]]
+                for r in records]
+    try:
+      values = estimators.estimate(column, accuracy, [r["assignment"] for r in records])
+    except ValueError as e:
+      raise errors.UsageError(f"{path}: {e}") from None
+    return {int(r["index"]): 100.0 * float(v) for r, v in zip(records, values)}, column
   numeric = sorted(k for k, v in records[0].items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool))
   if column not in numeric:

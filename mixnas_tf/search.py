@@ -18,6 +18,7 @@ import numpy as np
 
 from mixnas_tf import data as data_lib
 from mixnas_tf import errors
+from mixnas_tf import estimators
 from mixnas_tf import evaluate
 from mixnas_tf import loop
 from mixnas_tf import mixture
@@ -39,6 +40,7 @@ class SearchConfig:
   space: str = "resnet20"
   configs: str = "all"
   num_models: int = 4
+  shared_epochs: int = 0
   max_temperature: float = 100.0
   epochs: int = 100
   batch_size: int = 128
@@ -68,7 +70,7 @@ class SearchConfig:
 
 
 FINAL_EVALS = ("all_pairs", "assigned")
-ESTIMATES = ("assigned", "max")
+ESTIMATES = tuple(estimators.ESTIMATORS)
 
 
 def validate(cfg: SearchConfig) -> tuple[ss.SearchSpace, tuple[ss.Config, ...]]:
@@ -81,6 +83,9 @@ def validate(cfg: SearchConfig) -> tuple[ss.SearchSpace, tuple[ss.Config, ...]]:
        f"--num_models={cfg.num_models} is more than the {len(configs)} configurations "
        "searched; use at most one weight set per configuration"),
       (cfg.epochs >= 1, f"--epochs must be a positive integer (received {cfg.epochs})"),
+      (0 <= cfg.shared_epochs < cfg.epochs,
+       f"--shared_epochs must be in 0..epochs-1 = 0..{cfg.epochs - 1} "
+       f"(received {cfg.shared_epochs})"),
       (cfg.batch_size >= 1, f"--batch_size must be >= 1 (received {cfg.batch_size})"),
       (cfg.eval_batch_size >= 1,
        f"--eval_batch_size must be >= 1 (received {cfg.eval_batch_size})"),
@@ -96,6 +101,9 @@ def validate(cfg: SearchConfig) -> tuple[ss.SearchSpace, tuple[ss.Config, ...]]:
        f"--final_eval must be one of {', '.join(FINAL_EVALS)} (received {cfg.final_eval})"),
       (cfg.estimate in ESTIMATES,
        f"--estimate must be one of {', '.join(ESTIMATES)} (received {cfg.estimate})"),
+      (cfg.final_eval == "all_pairs" or cfg.estimate not in estimators.NEEDS_ALL_PAIRS,
+       f"--estimate={cfg.estimate} needs every (configuration, weight set) pair evaluated: "
+       "use --final_eval=all_pairs, or --estimate=assigned"),
       (cfg.precision in loop.PRECISIONS,
        f"--precision must be one of {', '.join(loop.PRECISIONS)} (received {cfg.precision})"),
       (cfg.downsample in ("maxpool", "conv", "avgpool"),
@@ -165,7 +173,10 @@ def _run_search(cfg: SearchConfig, space: ss.SearchSpace, configs, workdir: str,
       space=space.name, configs=configs, num_models=cfg.num_models,
       num_classes=dataset.num_classes, downsample=cfg.downsample, batchnorm=cfg.batchnorm,
       mean=dataset.mean, std=dataset.std)
-  mixture_state = loop.MixtureState(len(configs), cfg.num_models, cfg.seed)
+  mixture_state = loop.MixtureState(len(configs), cfg.num_models, cfg.seed,
+                                    shared=cfg.shared_epochs > 0)
+  # Epochs of one shared SuperNet before the K sets split from it (none when K = 1).
+  shared_epochs = cfg.shared_epochs if cfg.num_models > 1 else 0
   trainer = loop.Trainer(model, cfg.optim(), total_steps=cfg.epochs * steps,
                          precision=cfg.precision, jit_compile=cfg.jit_compile,
                          mixture=mixture_state)
@@ -175,7 +186,16 @@ def _run_search(cfg: SearchConfig, space: ss.SearchSpace, configs, workdir: str,
   compile_time = {"seconds": 0.0}
 
   def epoch_begin(epoch, start_step):
-    temperature = mixture.temperature(epoch, cfg.epochs, cfg.max_temperature)
+    if epoch >= shared_epochs and bool(mixture_state.shared.numpy()):
+      # The shared warm-up is over: the K sets continue from set 0 (weights, momentum,
+      # scores). Checkpointed with the flag, so a resume never splits twice.
+      trainer.copy_weight_set(0)
+      mixture_state.split_shared()
+      logging.info("Epoch %d: the %d weight sets split from the shared SuperNet.",
+                   epoch + 1, cfg.num_models)
+    # The temperature rises from 1 to its maximum over the mixture's own epochs.
+    temperature = mixture.temperature(max(epoch - shared_epochs, 0),
+                                      cfg.epochs - shared_epochs, cfg.max_temperature)
     if start_step == 0:
       divisor = mixture.epoch_balance(mixture_state.scores.numpy().astype(np.float64),
                                       temperature)
@@ -213,6 +233,8 @@ def _run_search(cfg: SearchConfig, space: ss.SearchSpace, configs, workdir: str,
     temperature = float(mixture_state.temperature.numpy())
     divisor = np.exp(mixture_state.log_divisor.numpy().astype(np.float64))
     probs = mixture.assignment_probs(scores, temperature, divisor)
+    if bool(mixture_state.shared.numpy()):
+      probs = np.eye(cfg.num_models)[np.zeros(len(configs), int)]  # All on the shared set.
     record = {"search/assignment_entropy": mixture.assignment_entropy(probs),
               "compile/search_step_traces": trainer.trace_counts()["search_step"],
               "compile/seconds": compile_time["seconds"]}

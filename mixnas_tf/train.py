@@ -29,8 +29,14 @@ flags.DEFINE_string("configs", _D.configs, "Configurations to search, ';'-separa
                     "code; 'all' searches the whole space.")
 flags.DEFINE_integer("num_models", _D.num_models, "K, the number of SuperNets (weight sets) "
                      "in the mixture; 1 is the single-SuperNet (SPOS) baseline.", lower_bound=1)
+flags.DEFINE_integer("shared_epochs", _D.shared_epochs, "Epochs during which one shared "
+                     "SuperNet (weight set 0) trains on every configuration before the K sets "
+                     "split from it and the balanced mixture starts (few-shot NAS style "
+                     "warm-up); 0 is the paper's method. Ignored when --num_models=1.",
+                     lower_bound=0)
 flags.DEFINE_float("max_temperature", _D.max_temperature, "Final temperature of the "
-                   "assignment softmax; it rises linearly from 1 over the epochs (ALGORITHM.md: "
+                   "assignment softmax; it rises linearly from 1 over the mixture's epochs (after "
+                   "--shared_epochs) (ALGORITHM.md: "
                    "100 for ResNet20, 300 for Food101).", lower_bound=1.0)
 flags.DEFINE_integer("epochs", _D.epochs, "Training epochs over the search-train split.")
 flags.DEFINE_float("val_fraction", _D.val_fraction, "Fraction of the training split held out "
@@ -49,8 +55,12 @@ cli.define_optim_flags(_D)
 flags.DEFINE_enum("final_eval", _D.final_eval, list(search.FINAL_EVALS), "After training, "
                   "evaluate every (configuration, weight set) pair on the whole "
                   "search-validation split, or only each configuration's assigned weight set.")
-flags.DEFINE_enum("estimate", _D.estimate, list(search.ESTIMATES), "A configuration's "
-                  "estimated accuracy: under its assigned weight set, or the max over sets.")
+flags.DEFINE_enum("estimate", _D.estimate, list(search.ESTIMATES), "How a configuration's "
+                  "accuracy is estimated from the final evaluation: under its assigned weight "
+                  "set (the paper's), the max or the mean over the sets, or the assigned set's "
+                  "accuracy with the set's overall advantage removed (centered, weighted); "
+                  "see mixnas_tf/estimators.py. mean, centered and weighted need "
+                  "--final_eval=all_pairs.")
 cli.define_run_flags(_D)
 cli.define_xla_cache_flag()
 

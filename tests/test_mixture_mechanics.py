@@ -133,3 +133,25 @@ def test_a_fixed_partition_equals_separate_runs_on_the_subsets():
     for a, b, var in zip(_slices(mix, k), _slices(single, 0), _all_variables(mix)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"set {k}: {var.path}")
   assert mix.model_steps.numpy().tolist() == [3, 3, 2]
+
+
+def test_copy_weight_set_splits_every_set_from_one():
+  trainer = _trainer(3, "standard", jit_compile=False)
+  for x, y in _batches(2, seed=4):
+    trainer.train_step(CONFIGS[0], tf.constant(0), x, y)
+  trainer.copy_weight_set(0)
+  for var in _all_variables(trainer) + list(trainer.optimizer.slots):
+    value = var.numpy()
+    for k in (1, 2):
+      np.testing.assert_array_equal(value[k], value[0])
+  assert np.any(trainer.optimizer.slots[0].numpy()[2])  # Momentum was copied too.
+
+
+def test_shared_warmup_forces_set_zero_and_split_copies_the_scores():
+  state = loop.MixtureState(num_configs=2, num_models=3, seed=0, shared=True)
+  state.scores.assign([[0.3, 1.0, 1.0], [0.6, 1.0, 1.0]])
+  assert {int(state.sample(1, step)) for step in range(50)} == {0}
+  state.split_shared()
+  np.testing.assert_array_equal(state.scores.numpy(), np.float32([[0.3] * 3, [0.6] * 3]))
+  assert len({int(state.sample(1, step)) for step in range(50)}) == 3
+  assert not bool(loop.MixtureState(2, 1, seed=0, shared=True).shared)

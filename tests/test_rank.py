@@ -113,6 +113,22 @@ def test_readers_convert_our_fractions_to_percent(tmp_path):
   assert rank.read(tune_file).values == pytest.approx({5: 30.0, 7: 60.0})
 
 
+def test_search_results_are_re_estimated_by_estimator_name(tmp_path):
+  records = [{"index": 24, "stages": [4, 3, 3], "estimated_accuracy": 0.5,
+              "accuracy_per_model": [0.5, 0.7], "assignment": [0.9, 0.1]},
+             {"index": 1, "stages": [1, 1, 8], "estimated_accuracy": 0.6,
+              "accuracy_per_model": [0.4, 0.6], "assignment": [0.2, 0.8]}]
+  path = _write(tmp_path / "results.json", json.dumps({"configs": records,
+                                                       "ranking": [1, 24]}))
+  assert rank.read(f"{path}:assigned").values == pytest.approx({24: 50.0, 1: 60.0})
+  assert rank.read(f"{path}:mean").values == pytest.approx({24: 60.0, 1: 50.0})
+  assert rank.read(f"{path}:max").values == pytest.approx({24: 70.0, 1: 60.0})
+  records[0]["accuracy_per_model"][1] = None  # Evaluated under its assigned set only.
+  _write(tmp_path / "results.json", json.dumps({"configs": records, "ranking": [1, 24]}))
+  with pytest.raises(errors.UsageError, match="final_eval=all_pairs"):
+    rank.read(f"{path}:mean")
+
+
 def test_reader_errors_are_one_line(tmp_path):
   table = _write(tmp_path / "t.csv", "architecture,a\n1,2\n")
   with pytest.raises(errors.UsageError, match="name the column"):

@@ -104,6 +104,30 @@ def test_resumed_search_makes_the_same_decisions(tiny_folder, tmp_path):
     assert ha["train/loss"] == pytest.approx(hb["train/loss"], rel=1e-6)
 
 
+def test_shared_warmup_then_split_resumes_exactly(tiny_folder, tmp_path):
+  """--shared_epochs: set 0 alone first, then K sets from its weights; a run stopped after
+  the split resumes without splitting again (same decisions as an uninterrupted run)."""
+  cfg = _cfg(tiny_folder, epochs=3, num_models=3, shared_epochs=1)
+  reference = search.run_search(cfg, str(tmp_path / "straight"))
+  history = _read(str(tmp_path / "straight"), "state.json")["history"]
+  assert history[0]["search/steps_model_0"] == 3 and history[0]["search/share_model_0"] == 1
+  # The temperature rises over the mixture's epochs only.
+  assert [h["search/temperature"] for h in history] == [1.0, 1.0, 100.0]
+  samples = _read(str(tmp_path / "straight"), "state.json")["extra"]["samples"]
+  assert {m for _, m in samples[:3]} == {0}
+
+  def interrupt(global_step):
+    if global_step == 5:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  resumed = str(tmp_path / "resumed")
+  assert search.run_search(cfg, resumed, after_step=interrupt) is None
+  results = search.run_search(cfg, resumed)
+  assert _read(resumed, "state.json")["extra"]["samples"] == samples
+  np.testing.assert_array_equal(reference["scores"], results["scores"])
+  assert reference["configs"] == results["configs"]
+
+
 def test_op_determinism_is_scoped_to_the_run(tiny_folder, tmp_path):
   from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
   assert not tf_config.is_op_determinism_enabled()
@@ -121,6 +145,8 @@ def test_op_determinism_is_scoped_to_the_run(tiny_folder, tmp_path):
     (dict(num_models=0), "--num_models must be >= 1"),
     (dict(num_models=4), "more than the 3 configurations"),
     (dict(epochs=0), "--epochs must be a positive integer"),
+    (dict(shared_epochs=2), "--shared_epochs must be in 0..epochs-1"),
+    (dict(estimate="mean", final_eval="assigned"), "needs every .configuration, weight set"),
     (dict(batch_size=512), "larger than"),
     (dict(val_fraction=1.0), "--val_fraction"),
 ])
