@@ -1,0 +1,182 @@
+"""Tables and plots of the fidelity study (experiments/fidelity/study.sh).
+
+For every finished run under --runs (our searches `k1_s0`, `k4_s0`, `k4w_s0`, ... and the
+PyTorch oracle's `oracle_k*_s*`) and every estimator of mixnas_tf/estimators.py, computes
+Kendall tau, Spearman rho and regret against the truth with `mixnas_tf.rank.compare` (the
+project's one definition of these metrics), the agreement between seeds, and each weight
+set's mean accuracy; writes OUT/study.md, OUT/study.json, OUT/<run>_results.json (the
+runs' small result files) and OUT/*.png.
+
+    python experiments/fidelity/analyse.py --runs=runs/fidelity \
+        --truth=../shared/reference/resnet20_cifar10_configs.csv:baseline_avg \
+        --out=experiments/results/fidelity
+"""
+
+import json
+import os
+import re
+import shutil
+
+from absl import app
+from absl import flags
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+from scipy import stats  # pylint: disable=wrong-import-position
+
+from mixnas_tf import estimators  # pylint: disable=wrong-import-position
+from mixnas_tf import rank  # pylint: disable=wrong-import-position
+from mixnas_tf import search_space as ss  # pylint: disable=wrong-import-position
+from mixnas_tf import workdir as workdir_lib  # pylint: disable=wrong-import-position
+
+_RUNS = flags.DEFINE_string("runs", "runs/fidelity", "Folder of the study's work directories.")
+_TRUTH = flags.DEFINE_string(
+    "truth", "../shared/reference/resnet20_cifar10_configs.csv:baseline_avg",
+    "The true accuracies (a rank source).")
+_OUT = flags.DEFINE_string("out", "experiments/results/fidelity", "Output folder.")
+
+SPACE = ss.get_space("resnet20")
+RUN_NAME = re.compile(r"^(oracle_)?k(\d+)(w?)_s(\d+)$")
+METHODS = {"k1": "ours, K=1", "k4": "ours, K=4 (paper)", "k4w": "ours, K=4, shared warm-up",
+           "oracle_k1": "oracle, K=1", "oracle_k4": "oracle, K=4 (paper)"}
+
+
+def load_run(path: str) -> dict | None:
+  """A finished run: accuracy [C, K], assignment [C, K], indices, timings."""
+  results_path = os.path.join(path, "results.json")
+  if not os.path.exists(results_path):
+    return None
+  results = workdir_lib.read_json(results_path)
+  records = sorted(results["configs"], key=lambda r: r["index"])
+  accuracy = np.array([[np.nan if a is None else a for a in r["accuracy_per_model"]]
+                       for r in records])
+  if "assignment" in records[0]:
+    probs = np.array([r["assignment"] for r in records])
+  else:  # The oracle stores the assignment in the searched order, which is the index order.
+    probs = np.array(results["assignment"])
+  train_s = results.get("train_seconds") or 0.0
+  return {"indices": [r["index"] for r in records], "accuracy": accuracy, "probs": probs,
+          "train_seconds": train_s, "eval_seconds": results.get("eval_seconds") or 0.0,
+          "results_path": results_path}
+
+
+def main(argv):
+  del argv
+  truth = rank.read(_TRUTH.value).values
+  runs = {}
+  for name in sorted(os.listdir(_RUNS.value)):
+    if RUN_NAME.match(name) and (run := load_run(os.path.join(_RUNS.value, name))):
+      runs[name] = run
+  if not runs:
+    raise SystemExit(f"error: no finished run in {_RUNS.value}")
+  os.makedirs(_OUT.value, exist_ok=True)
+  rows, estimates = [], {}
+  for name, run in runs.items():
+    method, seed = name.rsplit("_s", 1)
+    shutil.copyfile(run["results_path"], os.path.join(_OUT.value, f"{name}_results.json"))
+    for flags_name in ("flags.json", "args.json"):
+      src = os.path.join(_RUNS.value, name, flags_name)
+      if os.path.exists(src):
+        shutil.copyfile(src, os.path.join(_OUT.value, f"{name}_{flags_name}"))
+    k = run["accuracy"].shape[1]
+    for estimator in estimators.ESTIMATORS:
+      if k == 1 and estimator != "assigned":
+        continue
+      values = estimators.estimate(estimator, run["accuracy"], run["probs"])
+      estimate = {i: 100 * v for i, v in zip(run["indices"], values)}
+      estimates[(method, estimator, int(seed))] = estimate
+      result = rank.compare(truth, estimate, SPACE)
+      rows.append({"run": name, "method": method, "seed": int(seed), "K": k,
+                   "estimator": estimator, "kendall_tau": result["kendall_tau"],
+                   "spearman": result["spearman"], "regret": result["regret"],
+                   "chosen": result["chosen"]["stages"],
+                   "chosen_true_rank": result["chosen"]["true_rank"],
+                   "set_means": [round(float(v), 4) for v in np.mean(run["accuracy"], 0)],
+                   "estimate_range": [round(min(estimate.values()), 2),
+                                      round(max(estimate.values()), 2)],
+                   "train_minutes": round(run["train_seconds"] / 60, 1),
+                   "eval_minutes": round(run["eval_seconds"] / 60, 1)})
+  # Agreement between the seeds of one method and estimator.
+  agreement = {}
+  for (method, estimator, seed), estimate in estimates.items():
+    other = estimates.get((method, estimator, seed + 1))
+    if other:
+      common = sorted(set(estimate) & set(other))
+      tau = stats.kendalltau([estimate[i] for i in common], [other[i] for i in common])
+      agreement[f"{method}:{estimator}"] = round(float(tau.statistic), 3)
+  # Mean over seeds per (method, estimator).
+  summary = {}
+  for row in rows:
+    key = (row["method"], row["estimator"])
+    summary.setdefault(key, []).append(row)
+  table = []
+  for (method, estimator), group in sorted(summary.items()):
+    table.append({"method": method, "estimator": estimator, "seeds": len(group),
+                  "kendall_tau": float(np.mean([r["kendall_tau"] for r in group])),
+                  "spearman": float(np.mean([r["spearman"] for r in group])),
+                  "regret": float(np.mean([r["regret"] for r in group])),
+                  "seed_agreement": agreement.get(f"{method}:{estimator}")})
+  workdir_lib.atomic_write_json(os.path.join(_OUT.value, "study.json"),
+                                {"truth": _TRUTH.value, "runs": rows, "summary": table,
+                                 "seed_agreement": agreement})
+  lines = ["# Fidelity study: per run", "",
+           "| run | estimator | Kendall tau | Spearman | regret | chosen (true rank) | "
+           "set means | train / eval min |", "|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['run']} | {r['estimator']} | {r['kendall_tau']:.3f} | "
+                 f"{r['spearman']:.3f} | {r['regret']:.2f} | {r['chosen']} "
+                 f"({r['chosen_true_rank']}) | {', '.join(f'{v:.3f}' for v in r['set_means'])}"
+                 f" | {r['train_minutes']} / {r['eval_minutes']} |")
+  lines += ["", "# Mean over seeds", "",
+            "| method | estimator | seeds | Kendall tau | Spearman | regret | "
+            "tau between seeds |", "|---|---|---|---|---|---|---|"]
+  for t in table:
+    agree = "" if t["seed_agreement"] is None else f"{t['seed_agreement']:.3f}"
+    lines.append(f"| {METHODS.get(t['method'], t['method'])} | {t['estimator']} | "
+                 f"{t['seeds']} | {t['kendall_tau']:.3f} | {t['spearman']:.3f} | "
+                 f"{t['regret']:.2f} | {agree} |")
+  workdir_lib.atomic_write_text(os.path.join(_OUT.value, "study.md"), "\n".join(lines) + "\n")
+  plot_estimates(runs, truth, os.path.join(_OUT.value, "estimated_vs_true.png"))
+  plot_set_means(runs, os.path.join(_OUT.value, "set_means.png"))
+  print("\n".join(lines))
+
+
+def plot_estimates(runs, truth, path):
+  """Estimated (assigned and mean) against true accuracy, one panel per run."""
+  names = list(runs)
+  fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
+  for ax, name in zip(axes[0], names):
+    run = runs[name]
+    true = [truth[i] for i in run["indices"]]
+    for estimator, color in (("assigned", "tab:blue"), ("mean", "tab:orange")):
+      if run["accuracy"].shape[1] == 1 and estimator == "mean":
+        continue
+      values = 100 * estimators.estimate(estimator, run["accuracy"], run["probs"])
+      tau = stats.kendalltau(true, values).statistic
+      ax.scatter(true, values, s=10, color=color, label=f"{estimator} (tau {tau:.2f})")
+    ax.set_title(name, fontsize=9)
+    ax.set_xlabel("stand-alone accuracy (reference, %)", fontsize=8)
+    ax.legend(fontsize=7)
+  axes[0][0].set_ylabel("SuperNet estimate (%)", fontsize=8)
+  workdir_lib.atomic_savefig(fig, path)
+  plt.close(fig)
+
+
+def plot_set_means(runs, path):
+  """Each weight set's mean accuracy over the configurations, per run."""
+  names = list(runs)
+  fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(names), 3.2))
+  for x, name in enumerate(names):
+    means = 100 * np.mean(runs[name]["accuracy"], axis=0)
+    ax.scatter([x] * len(means), means, s=18)
+  ax.set_xticks(range(len(names)), names, rotation=45, fontsize=8, ha="right")
+  ax.set_ylabel("weight set's mean accuracy (%)", fontsize=8)
+  ax.set_title("weight-set quality per run", fontsize=9)
+  workdir_lib.atomic_savefig(fig, path)
+  plt.close(fig)
+
+
+if __name__ == "__main__":
+  app.run(main)
