@@ -3,7 +3,7 @@ r"""Measures how to run DiffStride networks, whose layer sizes depend on the str
   python experiments/bench_diffstride.py                      # prints the tables
   python experiments/bench_diffstride.py --out=experiments/bench_diffstride.md
 
-Part 1, the whole ResNet20 training step (`loop.Trainer.train_step`, batch --batch_size,
+Part 1, the whole ResNet20 training step (`trainer_lib.Trainer.train_step`, batch --batch_size,
 32x32, random data), initial configuration [4,3,3]:
   - fixed: the max-pool network (reference), with and without XLA;
   - (a) dynamic: DiffStride sizes computed in-graph from the strides; runs without XLA only;
@@ -26,7 +26,6 @@ the channels-last input is transposed twice), with and without XLA.
 The machine is shared (2 cores): times are medians, and the load average is printed.
 """
 
-import math
 import os
 import statistics
 import sys
@@ -39,9 +38,9 @@ import numpy as np
 import tensorflow as tf
 
 from mixnas_tf import diffstride
-from mixnas_tf import loop
-from mixnas_tf import models
-from mixnas_tf import search_space as ss
+from mixnas_tf import spaces
+from mixnas_tf.nn import network
+from mixnas_tf.training import trainer as trainer_lib
 
 flags.DEFINE_integer("batch_size", 128, "Training batch size.")
 flags.DEFINE_integer("steps", 8, "Timed steady-state steps per variant.")
@@ -49,8 +48,8 @@ flags.DEFINE_integer("run_steps", 60, "Steps of the part-2 run.")
 flags.DEFINE_string("out", None, "Also write the tables (markdown) to this file.")
 FLAGS = flags.FLAGS
 
-SPACE = ss.get_space("resnet20")
-DEFAULT = ss.parse_config(SPACE, "4,3,3")
+SPACE = spaces.get_space("resnet20")
+DEFAULT = spaces.parse_config(SPACE, "4,3,3")
 
 
 def _batch(batch_size, seed=0):
@@ -61,10 +60,10 @@ def _batch(batch_size, seed=0):
 
 def _trainer(downsample, jit, learning_rate=0.0, **model_kwargs):
   keras.utils.set_random_seed(0)
-  model = models.SwitchableResNet(configs=[DEFAULT], downsample=downsample, **model_kwargs)
+  model = network.SwitchableResNet(configs=[DEFAULT], downsample=downsample, **model_kwargs)
   # learning_rate 0 keeps the strides (hence the plan) still while timing; same compute.
-  optim = loop.OptimConfig(learning_rate=learning_rate, schedule="constant", weight_decay=5e-4)
-  return model, loop.Trainer(model, optim, total_steps=1000, jit_compile=jit)
+  optim = trainer_lib.OptimConfig(learning_rate=learning_rate, schedule="constant", weight_decay=5e-4)
+  return model, trainer_lib.Trainer(model, optim, total_steps=1000, jit_compile=jit)
 
 
 def _time(fn):

@@ -30,12 +30,12 @@ import keras  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from mixnas_tf import data as data_lib  # pylint: disable=wrong-import-position
-from mixnas_tf import export  # pylint: disable=wrong-import-position
-from mixnas_tf import loop  # pylint: disable=wrong-import-position
-from mixnas_tf import models  # pylint: disable=wrong-import-position
-from mixnas_tf import search  # pylint: disable=wrong-import-position
-from mixnas_tf import search_space as ss  # pylint: disable=wrong-import-position
+from mixnas_tf import spaces  # pylint: disable=wrong-import-position
 from mixnas_tf import workdir as workdir_lib  # pylint: disable=wrong-import-position
+from mixnas_tf.exporting import keras_export as export  # pylint: disable=wrong-import-position
+from mixnas_tf.methods import search  # pylint: disable=wrong-import-position
+from mixnas_tf.nn import network  # pylint: disable=wrong-import-position
+from mixnas_tf.training import trainer as trainer_lib  # pylint: disable=wrong-import-position
 
 _DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
                              "data", "cifar10")
@@ -71,9 +71,9 @@ def pipeline_throughput(split, batch_size, repeats=3, batches=50):
 
 def main(argv):
   del argv
-  space = ss.get_space("resnet20")
-  default = ss.from_stages(space, space.default)
-  configs = ss.parse_configs(space, FLAGS.compile_configs)
+  space = spaces.get_space("resnet20")
+  default = spaces.from_stages(space, space.default)
+  configs = spaces.parse_configs(space, FLAGS.compile_configs)
   if default not in configs:
     configs = (default,) + configs
   b = FLAGS.batch_size
@@ -98,18 +98,18 @@ def main(argv):
   ks = sorted({1, 4} | {int(k) for k in FLAGS.compile_ks})
   trainers = {}
   for k in ks:
-    model = models.SwitchableResNet(configs=configs, num_models=k, batchnorm="batch_stats",
+    model = network.SwitchableResNet(configs=configs, num_models=k, batchnorm="batch_stats",
                                     mean=dataset.mean, std=dataset.std)
-    trainers[k] = loop.Trainer(model, loop.OptimConfig(), total_steps=10**6,
+    trainers[k] = trainer_lib.Trainer(model, trainer_lib.OptimConfig(), total_steps=10**6,
                                jit_compile=True,
-                               mixture=loop.MixtureState(len(configs), k, seed=0))
+                               mixture=trainer_lib.MixtureState(len(configs), k, seed=0))
   # The same K=1 search step without XLA (graph mode), for the XLA-or-not question.
-  graph_model = models.SwitchableResNet(configs=[default], num_models=1,
+  graph_model = network.SwitchableResNet(configs=[default], num_models=1,
                                         batchnorm="batch_stats", mean=dataset.mean,
                                         std=dataset.std)
-  graph_trainer = loop.Trainer(graph_model, loop.OptimConfig(), total_steps=10**6,
-                               jit_compile=False, mixture=loop.MixtureState(1, 1, seed=0))
-  standalone_net = models.SwitchableResNet(configs=[default], num_models=1,
+  graph_trainer = trainer_lib.Trainer(graph_model, trainer_lib.OptimConfig(), total_steps=10**6,
+                               jit_compile=False, mixture=trainer_lib.MixtureState(1, 1, seed=0))
+  standalone_net = network.SwitchableResNet(configs=[default], num_models=1,
                                            batchnorm="standard", mean=dataset.mean,
                                            std=dataset.std)
   plain = export.to_functional(standalone_net, default)
@@ -139,7 +139,7 @@ def main(argv):
         t0 = time.perf_counter()
         _sync(trainers[k].eval_step(config, tf.constant(0), images, labels, mask))
         eval_compile_s[k].append(first - (time.perf_counter() - t0))
-    print(f"  compiled {i + 1}/{len(configs)} {ss.format_stages(ss.to_stages(space, config))}: "
+    print(f"  compiled {i + 1}/{len(configs)} {spaces.format_stages(spaces.to_stages(space, config))}: "
           + ", ".join(f"K={k} {compile_s[k][-1]:.1f}s" for k in ks), flush=True)
   results["compile"] = {
       f"K={k}": {"traces": trainers[k].trace_counts(),

@@ -17,10 +17,10 @@ from absl import app
 from absl import flags
 
 from mixnas_tf import cli
-from mixnas_tf import retrain
-from mixnas_tf import search_space as ss
-from mixnas_tf import standalone
+from mixnas_tf import spaces
 from mixnas_tf import workdir as workdir_lib
+from mixnas_tf.methods import retraining as retrain
+from mixnas_tf.methods import standalone
 
 FLAGS = flags.FLAGS
 
@@ -28,8 +28,8 @@ FLAGS = flags.FLAGS
 def compare(cfg: standalone.StandaloneConfig, workdir: str, *, seeds: int, export: str,
             source: dict) -> dict | None:
   """Retrains the space's default and `cfg.config` alike; returns the comparison or None."""
-  space = ss.get_space(cfg.space)
-  default = ss.to_code_string(ss.from_stages(space, space.default))
+  space = spaces.get_space(cfg.space)
+  default = spaces.to_code_string(spaces.from_stages(space, space.default))
   rows = []
   for role, config in (("default", default), ("searched", cfg.config)):
     if role == "searched" and config == default:
@@ -59,7 +59,7 @@ def table(comparison: dict) -> str:
     config = row["config"]
     mean, std = 100 * row["mean_test_accuracy"], row["std_test_accuracy"]
     accuracy = f"{mean:.2f}" if std is None else f"{mean:.2f} ± {100 * std:.2f}"
-    lines.append(f"| {ss.format_stages(config['stages'])} ({row['role']}) | "
+    lines.append(f"| {spaces.format_stages(config['stages'])} ({row['role']}) | "
                  f"{config['index']} | {row['macs'] / 1e6:.1f} M | {row['params']:,} | "
                  f"{accuracy} |")
   first = comparison["rows"][0]

@@ -28,9 +28,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from mixnas_tf import search_space as ss
-from mixnas_tf import standalone
+from mixnas_tf import spaces
 from mixnas_tf import workdir as workdir_lib
+from mixnas_tf.methods import standalone
 
 flags.DEFINE_string("workdir", None, "Root directory: one sub-directory per run, the tables.")
 flags.DEFINE_string("dataset", "cifar10", "Dataset spec (cifar10, or folder:PATH).")
@@ -68,17 +68,17 @@ def runs() -> list[tuple[str, dict]]:
 
 
 def row(name: str, metrics: dict) -> dict:
-  space = ss.get_space("resnet20")
+  space = spaces.get_space("resnet20")
   learned = metrics.get("learned_strides")
   nearest = metrics.get("nearest_config")
   return {
       "run": name,
-      "start": ss.format_stages(metrics["config"]["stages"]),
+      "start": spaces.format_stages(metrics["config"]["stages"]),
       "test_accuracy": metrics["test_accuracy"],
       "learned_strides": (" ".join(f"{layer}:{(s[0] * s[1]) ** 0.5:.2f}"
                                    for layer, s in learned.items()) if learned else "-"),
-      "nearest_config": ss.format_stages(nearest["stages"]) if nearest else
-                        ss.format_stages(ss.to_stages(space, ss.parse_config(
+      "nearest_config": spaces.format_stages(nearest["stages"]) if nearest else
+                        spaces.format_stages(spaces.to_stages(space, spaces.parse_config(
                             space, metrics["config"]["code"]))),
       "mmacs": metrics["macs"] / 1e6,
       "train_seconds": metrics["train_seconds"],

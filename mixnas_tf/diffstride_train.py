@@ -26,8 +26,8 @@ from absl import app
 from absl import flags
 
 from mixnas_tf import cli
-from mixnas_tf import search_space as ss
-from mixnas_tf import standalone
+from mixnas_tf import spaces
+from mixnas_tf.methods import standalone
 
 FLAGS = flags.FLAGS
 
@@ -68,9 +68,9 @@ def main(argv):
   nearest = metrics["nearest_config"]
   strides = " ".join(f"{layer}:{s[0]:.2f}x{s[1]:.2f}"
                      for layer, s in metrics["learned_strides"].items())
-  print(f"from {ss.format_stages(metrics['config']['stages'])}: test accuracy "
+  print(f"from {spaces.format_stages(metrics['config']['stages'])}: test accuracy "
         f"{metrics['test_accuracy']:.4f}; learned strides {strides}; nearest configuration "
-        f"{ss.format_stages(nearest['stages'])} (#{nearest['index']}); "
+        f"{spaces.format_stages(nearest['stages'])} (#{nearest['index']}); "
         f"{metrics['macs'] / 1e6:.1f} M MACs")
 
 

@@ -15,7 +15,7 @@ from absl import app
 from absl import flags
 
 from mixnas_tf import cli
-from mixnas_tf import search
+from mixnas_tf.methods import search
 
 _D = search.SearchConfig()
 

@@ -9,15 +9,17 @@ import pytest
 import tensorflow as tf
 
 from mixnas_tf import data as data_lib
-from mixnas_tf import diffstride
-from mixnas_tf import models
-from mixnas_tf import optim
-from mixnas_tf import search_space as ss
-from mixnas_tf import standalone
+from mixnas_tf import spaces
 from mixnas_tf import workdir as workdir_lib
+from mixnas_tf.methods import diffstride as diffstride_method
+from mixnas_tf.methods import standalone
+from mixnas_tf.nn import diffstride
+from mixnas_tf.nn import interpret
+from mixnas_tf.nn import network
+from mixnas_tf.training import optim
 
-SPACE = ss.get_space("resnet20")
-DEFAULT = ss.parse_config(SPACE, "4,3,3")
+SPACE = spaces.get_space("resnet20")
+DEFAULT = spaces.parse_config(SPACE, "4,3,3")
 CIFAR10 = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/cifar10"
 
 
@@ -201,7 +203,7 @@ def test_layer_config_round_trip():
 
 def _network(**kwargs):
   keras.utils.set_random_seed(0)
-  return models.SwitchableResNet(configs=[DEFAULT], downsample="diffstride", **kwargs)
+  return network.SwitchableResNet(configs=[DEFAULT], downsample="diffstride", **kwargs)
 
 
 def test_network_places_diffstride_at_every_candidate():
@@ -213,39 +215,48 @@ def test_network_places_diffstride_at_every_candidate():
   assert model(_images(), config=plan).shape == (4, 10)
   np.testing.assert_allclose(model(_images(), config=plan), model(_images()), atol=1e-4)
   # 18 strides more than the max-pool network.
-  maxpool = models.SwitchableResNet(configs=[DEFAULT])
+  maxpool = network.SwitchableResNet(configs=[DEFAULT])
   assert model.count_params_per_model(DEFAULT) == maxpool.count_params_per_model(DEFAULT) + 18
-  with pytest.raises(ValueError, match="starting with the input's size"):
+  with pytest.raises(ValueError, match="starting with the stem's output"):
     model(_images(), config=((16, 16),) * 10)
   with pytest.raises(ValueError, match="Received: 2 configurations"):
-    models.SwitchableResNet(configs=[DEFAULT, DEFAULT], downsample="diffstride")
+    network.SwitchableResNet(configs=[DEFAULT, DEFAULT], downsample="diffstride")
   # What the compiled steps receive: the plan for XLA, else the configuration.
   assert model.static_config(DEFAULT, 32) == plan
   assert model.static_config(DEFAULT, 32, static_shapes=False) == DEFAULT
   assert maxpool.static_config(DEFAULT, 32) == DEFAULT
 
 
+def _macs_at(model, sizes):
+  """The network's MACs at the given per-layer sizes (ints, floats or tensors)."""
+  count = interpret.Count()
+  model.forward(count, (sizes[0][0], sizes[0][1], 3), model.configs[0], sizes)
+  return count.macs
+
+
 def test_diffstride_macs_counts_the_first_conv_at_the_input_size():
   halving = [(32, 32)] * 4 + [(16, 16)] * 3 + [(8, 8)] * 3
   extra = (32**2 - 16**2) * 9 * 16 * 32 + (16**2 - 8**2) * 9 * 32 * 64
-  assert ss.diffstride_macs(SPACE, halving) == ss.macs(SPACE, DEFAULT, 32, "maxpool") + extra
+  model = _network()
+  assert _macs_at(model, halving) == network.costs(DEFAULT, 32, "maxpool")["macs"] + extra
+  assert model.costs(plan=halving)["macs"] == _macs_at(model, halving)
 
 
 def test_regularizer_value_and_gradient():
   model = _network(stride_regularizer=0.5)
-  full = ss.diffstride_macs(SPACE, [(32, 32)] * 10)
+  full = _macs_at(model, [(32, 32)] * 10)
   halving = [(32, 32)] * 4 + [(16, 16)] * 3 + [(8, 8)] * 3
   k = tf.constant(0)
   with tf.GradientTape() as tape:
     cost = model.stride_cost(k, (32, 32))
-  assert float(cost) == pytest.approx(ss.diffstride_macs(SPACE, halving) / full, rel=1e-6)
+  assert float(cost) == pytest.approx(_macs_at(model, halving) / full, rel=1e-6)
   grads = tape.gradient(cost, [layer.strides for layer in model.diffstride_layers().values()])
   grads = np.concatenate([tf.convert_to_tensor(g).numpy() for g in grads])
   assert np.all(np.isfinite(grads)) and np.all(grads < 0)  # Larger strides cost less.
   # d cost / d S_h of layer 4, by central differences of the exact float arithmetic.
   def relaxed(s4):
     sizes = [(32.0, 32.0)] * 4 + [(32 / s4, 16.0)] * 3 + [(16 / s4, 8.0)] * 3
-    return ss.diffstride_macs(SPACE, sizes) / full
+    return _macs_at(model, sizes) / full
   numeric = (relaxed(2.0 + 1e-4) - relaxed(2.0 - 1e-4)) / 2e-4
   assert grads[3, 0] == pytest.approx(numeric, rel=1e-3)
   # The model adds stride_regularizer * cost to its losses when called.
@@ -256,11 +267,11 @@ def test_regularizer_value_and_gradient():
 
 def test_nearest_config_uses_the_cumulative_profile():
   strides = {i: (1.0, 1.0) for i in range(1, 10)}
-  assert diffstride.nearest_config(SPACE, {**strides, 4: (2, 2), 7: (2, 2)}) == (DEFAULT, 0.0)
+  assert diffstride_method.nearest_config(SPACE, {**strides, 4: (2, 2), 7: (2, 2)}) == (DEFAULT, 0.0)
   # 1.2 at layer 4 then 1.7 at layer 5 (2.04 in all) is [5,2,3], not [4,3,3].
-  config, distance = diffstride.nearest_config(
+  config, distance = diffstride_method.nearest_config(
       SPACE, {**strides, 4: (1.2, 1.2), 5: (1.7, 1.7), 7: (2, 2)})
-  assert ss.to_stages(SPACE, config) == (5, 2, 3)
+  assert spaces.to_stages(SPACE, config) == (5, 2, 3)
   p4, p5 = math.log2(1.2), math.log2(1.2) + math.log2(1.7)
   assert distance == pytest.approx(p4**2 + 5 * (p5 - 1)**2)
 
@@ -294,7 +305,7 @@ def test_short_training_on_real_cifar10_moves_the_strides(tmp_path):
            if max(abs(v - (2.0 if layer in ("4", "7") else 1.0)) for v in s) > 1e-3}
   assert moved, metrics["learned_strides"]
   assert metrics["nearest_config"]["stages"] == [4, 3, 3]
-  assert metrics["macs"] == ss.diffstride_macs(SPACE, metrics["layer_sizes"])
+  assert metrics["macs"] == _macs_at(_network(), [tuple(s) for s in metrics["layer_sizes"]])
   assert 0 < metrics["relative_cost"] < 1 and metrics["test_images"] == 60
   assert metrics["trace_counts"]["train_step"] == 1  # Sizes in-graph: no retrace.
   history = workdir_lib.read_json(str(tmp_path / "state.json"))["history"]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mixnas_tf import estimators
+from mixnas_tf.methods import estimators
 
 # 3 configurations x 2 weight sets; set 1 is 0.10 better on every configuration.
 ACCURACY = np.array([[0.50, 0.60],

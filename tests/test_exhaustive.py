@@ -7,13 +7,13 @@ import signal
 import subprocess
 import sys
 
+from conftest import make_image_folder
 import pytest
 
 from mixnas_tf import errors
-from mixnas_tf import exhaustive
-from mixnas_tf import rank
-from mixnas_tf import standalone
-from conftest import make_image_folder
+from mixnas_tf.analysis import rank
+from mixnas_tf.baselines import exhaustive
+from mixnas_tf.methods import standalone
 
 CONFIGS = "1;24;36"  # Reference numbers, in this (reference) order.
 STEPS = 4  # 36 training images (48 less a 0.25 holdout) at batch 8.

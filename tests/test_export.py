@@ -14,20 +14,20 @@ import pytest
 import tensorflow as tf
 
 from mixnas_tf import errors
-from mixnas_tf import export
-from mixnas_tf import layers
-from mixnas_tf import models
-from mixnas_tf import search_space as ss
-from mixnas_tf import standalone
+from mixnas_tf import spaces
+from mixnas_tf.exporting import keras_export as export
+from mixnas_tf.methods import standalone
+from mixnas_tf.nn import network
+from mixnas_tf.nn import ops
 
-SPACE = ss.get_space("resnet20")
-CONFIGS = {s: ss.parse_config(SPACE, s) for s in ("4,3,3", "1,1,8", "2,7,1")}
+SPACE = spaces.get_space("resnet20")
+CONFIGS = {s: spaces.parse_config(SPACE, s) for s in ("4,3,3", "1,1,8", "2,7,1")}
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _network(config, mode, seed=0):
   """K = 2 stand-alone-style network with non-trivial BatchNorm parameters and statistics."""
-  model = models.SwitchableResNet(configs=[config], num_models=2, downsample=mode,
+  model = network.SwitchableResNet(configs=[config], num_models=2, downsample=mode,
                                   batchnorm="standard", mean=(0.49, 0.48, 0.45),
                                   std=(0.25, 0.24, 0.26))
   rng = np.random.default_rng(seed)
@@ -44,7 +44,7 @@ def _pixels(n, size, seed=1):
   return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("mode", layers.DOWNSAMPLE_MODES)
+@pytest.mark.parametrize("mode", ops.FIXED)
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_functional_matches_network(mode, name):
   config = CONFIGS[name]
@@ -64,8 +64,8 @@ def test_functional_matches_network(mode, name):
     np.testing.assert_allclose(functional(images).numpy(), tf.nn.softmax(logits).numpy(),
                                atol=export.TOLERANCE)
   # Slice 1 was copied, not slice 0.
-  assert not np.allclose(functional.get_layer("stem").get_weights()[0],
-                         model.stem.kernel.numpy()[0])
+  assert not np.allclose(functional.get_layer("stem_conv").get_weights()[0],
+                         model.stem.conv.kernel.numpy()[0])
 
 
 def test_functional_is_standard_keras_only():
@@ -79,7 +79,7 @@ def test_functional_is_standard_keras_only():
 
 
 def test_functional_refuses_supernet_and_unknown_config():
-  supernet = models.SwitchableResNet(configs=[CONFIGS["4,3,3"]], batchnorm="batch_stats")
+  supernet = network.SwitchableResNet(configs=[CONFIGS["4,3,3"]], batchnorm="batch_stats")
   with pytest.raises(ValueError, match="standard BatchNorm"):
     export.to_functional(supernet, CONFIGS["4,3,3"])
   with pytest.raises(ValueError, match="not built for configuration"):

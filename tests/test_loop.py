@@ -7,14 +7,16 @@ import pytest
 import tensorflow as tf
 
 from mixnas_tf import errors
-from mixnas_tf import loop
-from mixnas_tf import mixture
-from mixnas_tf import models
-from mixnas_tf import optim
-from mixnas_tf import search_space as ss
+from mixnas_tf import spaces
+from mixnas_tf.methods import mixture
+from mixnas_tf.nn import network
+from mixnas_tf.training import checkpoint
+from mixnas_tf.training import optim
+from mixnas_tf.training import runtime
+from mixnas_tf.training import trainer as trainer_lib
 
-SPACE = ss.get_space("resnet20")
-CONFIGS = ss.parse_configs(SPACE, "4,3,3;5,3,2;1,1,8")
+SPACE = spaces.get_space("resnet20")
+CONFIGS = spaces.parse_configs(SPACE, "4,3,3;5,3,2;1,1,8")
 
 
 def _batch(n=16, seed=0):
@@ -73,7 +75,7 @@ def test_dynamic_loss_scale():
 
 
 def test_sampling_follows_the_balanced_assignment():
-  state = loop.MixtureState(num_configs=2, num_models=3, seed=5)
+  state = trainer_lib.MixtureState(num_configs=2, num_models=3, seed=5)
   scores = np.array([[0.9, 0.5, 0.1], [0.2, 0.8, 0.4]])
   state.scores.assign(scores)
   state.temperature.assign(3.0)
@@ -91,16 +93,16 @@ def test_sampling_follows_the_balanced_assignment():
 
 
 def test_single_model_is_always_chosen():
-  state = loop.MixtureState(num_configs=4, num_models=1, seed=0)
+  state = trainer_lib.MixtureState(num_configs=4, num_models=1, seed=0)
   assert float(state.probs(2)[0]) == 1.0
   assert int(state.sample(2, 3)) == 0
 
 
 def _trainer(num_models, jit_compile=True):
-  model = models.SwitchableResNet(configs=CONFIGS, num_models=num_models,
+  model = network.SwitchableResNet(configs=CONFIGS, num_models=num_models,
                                   batchnorm="batch_stats")
-  return loop.Trainer(model, loop.OptimConfig(), total_steps=10, jit_compile=jit_compile,
-                      mixture=loop.MixtureState(len(CONFIGS), num_models, seed=0))
+  return trainer_lib.Trainer(model, trainer_lib.OptimConfig(), total_steps=10, jit_compile=jit_compile,
+                      mixture=trainer_lib.MixtureState(len(CONFIGS), num_models, seed=0))
 
 
 def test_search_step_trains_only_the_sampled_weight_set_and_scores_it():
@@ -149,10 +151,10 @@ def test_train_step_reduces_loss_and_evaluate_counts_classes():
 
 def test_mixed_float16_step_is_finite():
   import keras  # pylint: disable=g-import-not-at-top
-  loop.set_precision("mixed_float16")
+  runtime.set_precision("mixed_float16")
   try:
-    model = models.SwitchableResNet(configs=CONFIGS[:1], num_models=2)
-    trainer = loop.Trainer(model, loop.OptimConfig(), total_steps=10,
+    model = network.SwitchableResNet(configs=CONFIGS[:1], num_models=2)
+    trainer = trainer_lib.Trainer(model, trainer_lib.OptimConfig(), total_steps=10,
                            precision="mixed_float16", jit_compile=True)
     images, labels = _batch(8)
     out = trainer.train_step(CONFIGS[0], tf.constant(0), images, labels)
@@ -166,14 +168,14 @@ def test_checkpoint_restores_every_variable_of_the_network(tmp_path):
   # Standard BatchNorm, so moving statistics are part of the state as well.
   def build(seed):
     tf.keras.utils.set_random_seed(seed)
-    model = models.SwitchableResNet(configs=CONFIGS, num_models=2, batchnorm="standard")
-    return loop.Trainer(model, loop.OptimConfig(), total_steps=10, jit_compile=False)
+    model = network.SwitchableResNet(configs=CONFIGS, num_models=2, batchnorm="standard")
+    return trainer_lib.Trainer(model, trainer_lib.OptimConfig(), total_steps=10, jit_compile=False)
 
   trained = build(seed=0)
   images, labels = _batch(16, seed=1)
   for _ in range(2):
     trained.train_step(CONFIGS[1], tf.constant(1), images, labels)
-  loop.Checkpointer(str(tmp_path), trained).save({"epoch": 0, "step_in_epoch": 2})
+  checkpoint.Checkpointer(str(tmp_path), trained).save({"epoch": 0, "step_in_epoch": 2})
   names = {n for n, _ in tf.train.list_variables(str(tmp_path / "checkpoints" /
                                                      "ckpt-0000-000002"))}
   # The blocks' moving statistics are reachable only through the network (the trainable
@@ -183,7 +185,7 @@ def test_checkpoint_restores_every_variable_of_the_network(tmp_path):
   fresh = build(seed=1)  # Different initial weights, which the restore must replace.
   assert not np.array_equal(fresh.model.blocks[4].conv1.kernel.numpy(),
                             trained.model.blocks[4].conv1.kernel.numpy())
-  assert loop.Checkpointer(str(tmp_path), fresh).restore()["step_in_epoch"] == 2
+  assert checkpoint.Checkpointer(str(tmp_path), fresh).restore()["step_in_epoch"] == 2
   assert len(fresh.model.variables) == len(trained.model.variables) > 100
   for a, b in zip(fresh.model.variables, trained.model.variables):
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
@@ -203,4 +205,4 @@ def test_checkpoint_missing_network_variables_is_a_usage_error(tmp_path):
   (tmp_path / "state.json").write_text(
       '{"epoch": 0, "step_in_epoch": 1, "checkpoint": "ckpt-0000-000001"}')
   with pytest.raises(errors.UsageError, match="does not hold every variable"):
-    loop.Checkpointer(str(tmp_path), trainer).restore()
+    checkpoint.Checkpointer(str(tmp_path), trainer).restore()

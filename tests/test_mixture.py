@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mixnas_tf import mixture as mx
+from mixnas_tf.methods import mixture as mx
 
 
 def _random_cases(seed=0, count=20):

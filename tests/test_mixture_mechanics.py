@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixnas_tf import loop
-from mixnas_tf import models
-from mixnas_tf import search_space as ss
+from mixnas_tf import spaces
+from mixnas_tf.nn import network
+from mixnas_tf.training import trainer as trainer_lib
 
-SPACE = ss.get_space("resnet20")
-CONFIGS = ss.parse_configs(SPACE, "4,3,3;1,1,8;8,1,1")
+SPACE = spaces.get_space("resnet20")
+CONFIGS = spaces.parse_configs(SPACE, "4,3,3;1,1,8;8,1,1")
 STEPS = 6
 
 
@@ -27,12 +27,12 @@ def _batches(n, size=16, seed=0):
 
 def _trainer(num_models, batchnorm, jit_compile, configs=CONFIGS, mixture=False,
              total_steps=STEPS):
-  model = models.SwitchableResNet(configs=configs, num_models=num_models,
+  model = network.SwitchableResNet(configs=configs, num_models=num_models,
                                   batchnorm=batchnorm)
-  optim_config = loop.OptimConfig(learning_rate=0.1, min_learning_rate=0.001,
+  optim_config = trainer_lib.OptimConfig(learning_rate=0.1, min_learning_rate=0.001,
                                   schedule="cosine", momentum=0.9, weight_decay=5e-4)
-  state = loop.MixtureState(len(configs), num_models, seed=3) if mixture else None
-  return loop.Trainer(model, optim_config, total_steps=total_steps, jit_compile=jit_compile,
+  state = trainer_lib.MixtureState(len(configs), num_models, seed=3) if mixture else None
+  return trainer_lib.Trainer(model, optim_config, total_steps=total_steps, jit_compile=jit_compile,
                       mixture=state)
 
 
@@ -148,10 +148,10 @@ def test_copy_weight_set_splits_every_set_from_one():
 
 
 def test_shared_warmup_forces_set_zero_and_split_copies_the_scores():
-  state = loop.MixtureState(num_configs=2, num_models=3, seed=0, shared=True)
+  state = trainer_lib.MixtureState(num_configs=2, num_models=3, seed=0, shared=True)
   state.scores.assign([[0.3, 1.0, 1.0], [0.6, 1.0, 1.0]])
   assert {int(state.sample(1, step)) for step in range(50)} == {0}
   state.split_shared()
   np.testing.assert_array_equal(state.scores.numpy(), np.float32([[0.3] * 3, [0.6] * 3]))
   assert len({int(state.sample(1, step)) for step in range(50)}) == 3
-  assert not bool(loop.MixtureState(2, 1, seed=0, shared=True).shared)
+  assert not bool(trainer_lib.MixtureState(2, 1, seed=0, shared=True).shared)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from mixnas_tf import errors
-from mixnas_tf import rank
+from mixnas_tf.analysis import rank
 
 # The shared folder sits beside the repository: /work/main -> /work/shared.
 REFERENCE = (Path(__file__).resolve().parents[1].parent / "shared" / "reference" /

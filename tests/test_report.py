@@ -6,12 +6,12 @@ import shutil
 import subprocess
 import sys
 
+from conftest import make_image_folder
 import pytest
 
 from mixnas_tf import errors
-from mixnas_tf import report
-from mixnas_tf import search
-from conftest import make_image_folder
+from mixnas_tf.analysis import report
+from mixnas_tf.methods import search
 
 
 @pytest.fixture(name="search_dir", scope="module")

@@ -15,11 +15,12 @@ import pytest
 import tensorflow as tf
 
 from mixnas_tf import errors
-from mixnas_tf import retrain
-from mixnas_tf import search_space as ss
-from mixnas_tf import standalone
+from mixnas_tf import spaces
+from mixnas_tf.methods import retraining as retrain
+from mixnas_tf.methods import standalone
+from mixnas_tf.nn import network
 
-SPACE = ss.get_space("resnet20")
+SPACE = spaces.get_space("resnet20")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CIFAR10 = REPO.parent / "shared" / "data" / "cifar10"
 
@@ -30,7 +31,7 @@ def _search_dir(root, ranking=(27, 24, 3), dataset="folder:/data/x", downsample=
   best = ranking[0]
   (root / "results.json").write_text(json.dumps({
       "space": "resnet20", "dataset": dataset,
-      "best": {"index": best, "stages": list(ss.to_stages(SPACE, ss.from_index(SPACE, best))),
+      "best": {"index": best, "stages": list(spaces.to_stages(SPACE, spaces.from_index(SPACE, best))),
                "estimated_accuracy": 0.5},
       "ranking": list(ranking)}))
   (root / "flags.json").write_text(json.dumps({
@@ -43,10 +44,10 @@ def test_search_choice_takes_best_or_rank(tmp_path):
   search = _search_dir(tmp_path / "search")
   best = retrain.search_choice(str(search))
   assert (best.index, best.rank) == (27, 1)
-  assert best.config == ss.to_code_string(ss.from_index(SPACE, 27))
+  assert best.config == spaces.to_code_string(spaces.from_index(SPACE, 27))
   assert best.settings["downsample"] == "avgpool"
   third = retrain.search_choice(str(search), rank=3)
-  assert (third.index, third.config) == (3, ss.to_code_string(ss.from_index(SPACE, 3)))
+  assert (third.index, third.config) == (3, spaces.to_code_string(spaces.from_index(SPACE, 3)))
   with pytest.raises(errors.UsageError, match="--rank=4 is beyond the 3"):
     retrain.search_choice(str(search), rank=4)
   with pytest.raises(errors.UsageError, match="no search results"):
@@ -61,8 +62,8 @@ def test_resolve_from_search_inherits_unless_given(tmp_path):
   assert source["index"] == 24 and source["rank"] == 2
   cfg, _ = retrain.resolve({"from_search": search, "downsample": "conv"},
                            given={"downsample"})
-  assert cfg.downsample == "conv" and cfg.config == ss.to_code_string(
-      ss.from_index(SPACE, 27))
+  assert cfg.downsample == "conv" and cfg.config == spaces.to_code_string(
+      spaces.from_index(SPACE, 27))
   with pytest.raises(errors.UsageError, match="not both"):
     retrain.resolve({"from_search": search, "config": "5,3,2"}, given={"config"})
   with pytest.raises(errors.UsageError, match="--rank needs --from_search"):
@@ -171,9 +172,9 @@ def test_one_epoch_on_real_cifar10_beats_chance(resumed_run):
   # 1,500 images reaches 0.24-0.29 here.
   assert summary["mean_test_accuracy"] > 0.17, summary
   assert summary["test_images"] == 500 and summary["eval_split"] == "test"
-  config = ss.parse_config(SPACE, "4,3,3")
+  config = spaces.parse_config(SPACE, "4,3,3")
   assert summary["config"]["stages"] == [4, 3, 3]
-  assert summary["macs"] == ss.macs(SPACE, config, 32, "maxpool", num_classes=10)
+  assert summary["macs"] == network.costs(config, 32, "maxpool", 10)["macs"]
   on_disk = json.loads(pathlib.Path(resumed_run["workdir"], "summary.json").read_text())
   assert on_disk["mean_test_accuracy"] == summary["mean_test_accuracy"]
   info = json.loads(pathlib.Path(resumed_run["workdir"], "export",

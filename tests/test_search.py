@@ -7,13 +7,13 @@ import signal
 import subprocess
 import sys
 
+from conftest import make_image_folder
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from mixnas_tf import errors
-from mixnas_tf import search
-from conftest import make_image_folder
+from mixnas_tf.methods import search
 
 CONFIGS = "4,3,3;5,3,2;1,1,8"
 

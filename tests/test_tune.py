@@ -6,14 +6,14 @@ import os
 import pathlib
 import signal
 
+from conftest import make_image_folder
 import keras_tuner
 import pytest
 
 from mixnas_tf import errors
-from mixnas_tf import rank
-from mixnas_tf import standalone
-from mixnas_tf import tune
-from conftest import make_image_folder
+from mixnas_tf.analysis import rank
+from mixnas_tf.baselines import tune
+from mixnas_tf.methods import standalone
 
 
 @pytest.mark.parametrize("max_epochs,factor", [(1, 3), (4, 3), (30, 3), (81, 3), (10, 2)])

@@ -12,7 +12,6 @@ runs' small result files) and OUT/*.png.
         --out=experiments/results/fidelity
 """
 
-import json
 import os
 import re
 import shutil
@@ -26,10 +25,10 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np  # pylint: disable=wrong-import-position
 from scipy import stats  # pylint: disable=wrong-import-position
 
-from mixnas_tf import estimators  # pylint: disable=wrong-import-position
-from mixnas_tf import rank  # pylint: disable=wrong-import-position
-from mixnas_tf import search_space as ss  # pylint: disable=wrong-import-position
+from mixnas_tf import spaces  # pylint: disable=wrong-import-position
 from mixnas_tf import workdir as workdir_lib  # pylint: disable=wrong-import-position
+from mixnas_tf.analysis import rank  # pylint: disable=wrong-import-position
+from mixnas_tf.methods import estimators  # pylint: disable=wrong-import-position
 
 _RUNS = flags.DEFINE_string("runs", "runs/fidelity", "Folder of the study's work directories.")
 _TRUTH = flags.DEFINE_string(
@@ -37,7 +36,7 @@ _TRUTH = flags.DEFINE_string(
     "The true accuracies (a rank source).")
 _OUT = flags.DEFINE_string("out", "experiments/results/fidelity", "Output folder.")
 
-SPACE = ss.get_space("resnet20")
+SPACE = spaces.get_space("resnet20")
 RUN_NAME = re.compile(r"^(oracle_)?k(\d+)(w?)_s(\d+)$")
 METHODS = {"k1": "ours, K=1", "k4": "ours, K=4 (paper)", "k4w": "ours, K=4, shared warm-up",
            "oracle_k1": "oracle, K=1", "oracle_k4": "oracle, K=4 (paper)"}

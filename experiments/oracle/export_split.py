@@ -21,7 +21,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from mixnas_tf import search
+from mixnas_tf.methods import search
 
 _DATASET = flags.DEFINE_string("dataset", "folder:../shared/data/cifar10", "As for train.")
 _SEED = flags.DEFINE_integer("seed", 0, "The search's --seed (it fixes the split).")

@@ -275,7 +275,6 @@ def main():
     elapsed = ckpt["elapsed"]
     print(f"resumed at epoch {start_epoch}", flush=True)
   val_iter = data.val_stream(args.batch_size, val_gen)
-  steps = len(data.train_y) // args.batch_size
   t0 = time.time() - elapsed
   temps = [1.0 + (args.max_temperature - 1.0) * e / max(args.epochs - 1, 1)
            for e in range(args.epochs)]

@@ -17,11 +17,12 @@ from absl import logging
 import numpy as np
 
 from mixnas_tf import data as data_lib
-from mixnas_tf import estimators
-from mixnas_tf import mixture
-from mixnas_tf import plots
-from mixnas_tf import search_space as ss
+from mixnas_tf import spaces
 from mixnas_tf import workdir as workdir_lib
+from mixnas_tf.analysis import plots
+from mixnas_tf.methods import estimators
+from mixnas_tf.methods import mixture
+from mixnas_tf.nn import network
 
 
 def evaluate_pairs(trainer, configs, pairs_for, batches_fn, partial_path=None,
@@ -67,14 +68,12 @@ def rank_results(space, configs, accuracy, probs, estimate: str, image_size: int
   for row, config in enumerate(configs):
     per_model = accuracy[row]
     records.append({
-        "index": ss.to_index(space, config),
-        "stages": list(ss.to_stages(space, config)),
-        "code": ss.to_code_string(config),
+        **config.record(),
         "model": int(models[row]),
         "estimated_accuracy": float(values[row]),
         "accuracy_per_model": [None if np.isnan(a) else float(a) for a in per_model],
         "assignment": [float(p) for p in probs[row]],
-        "macs": ss.macs(space, config, image_size, downsample, num_classes=num_classes),
+        "macs": network.costs(config, image_size, downsample, num_classes)["macs"],
     })
   records.sort(key=lambda r: (-r["estimated_accuracy"], r["index"]))
   for rank, record in enumerate(records, start=1):
@@ -87,7 +86,7 @@ def ranking_csv(records: list[dict]) -> str:
   writer = csv.writer(out)
   writer.writerow(["rank", "index", "stages", "code", "model", "estimated_accuracy", "macs"])
   for r in records:
-    writer.writerow([r["rank"], r["index"], ss.format_stages(r["stages"]), r["code"],
+    writer.writerow([r["rank"], r["index"], spaces.format_stages(r["stages"]), r["code"],
                      r["model"], f"{r['estimated_accuracy']:.6f}", r["macs"]])
   return out.getvalue()
 
@@ -130,7 +129,7 @@ def finish_search(*, cfg, space, configs, dataset, val, trainer, workdir, histor
       "ranking": [r["index"] for r in records],
       # Rows of "assignment" and "scores" (and of the history's score matrices) follow
       # the searched order, which "searched" gives as reference indices.
-      "searched": [ss.to_index(space, c) for c in configs],
+      "searched": [spaces.to_index(space, c) for c in configs],
       "assignment": probs.tolist(),
       "scores": scores.tolist(),
       "temperature": temperature,
@@ -147,12 +146,12 @@ def finish_search(*, cfg, space, configs, dataset, val, trainer, workdir, histor
       "model_steps": trainer.model_steps.numpy().tolist(),
   }
   workdir_lib.atomic_write_text(os.path.join(workdir, "ranking.csv"), ranking_csv(records))
-  plots.assignment_matrix(probs, [ss.format_stages(ss.to_stages(space, c)) for c in configs],
+  plots.assignment_matrix(probs, [spaces.format_stages(spaces.to_stages(space, c)) for c in configs],
                           os.path.join(workdir, "assignment.png"))
   plots.estimated_accuracy(results["configs"], os.path.join(workdir, "estimated_accuracy.png"))
   workdir_lib.atomic_write_json(os.path.join(workdir, "results.json"), results)
   logging.info("Best configuration: %d %s, estimated accuracy %.4f (weight set %d).",
-               best["index"], ss.format_stages(best["stages"]), best["estimated_accuracy"],
+               best["index"], spaces.format_stages(best["stages"]), best["estimated_accuracy"],
                best["model"])
   del samples  # Kept in state.json; the report reads them from there.
   return results

@@ -6,7 +6,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from mixnas_tf import search_space as ss  # pylint: disable=wrong-import-position
+from mixnas_tf import spaces  # pylint: disable=wrong-import-position
 from mixnas_tf import workdir as workdir_lib  # pylint: disable=wrong-import-position
 
 
@@ -28,7 +28,7 @@ def estimated_accuracy(records, path: str, title: str = "estimated accuracy"):
   """Bar chart of estimated accuracy per configuration (reference order), best marked."""
   records = sorted(records, key=lambda r: r["index"])
   values = [r["estimated_accuracy"] for r in records]
-  labels = [ss.format_stages(r["stages"]) for r in records]
+  labels = [spaces.format_stages(r["stages"]) for r in records]
   best = int(np.argmax(values))
   fig, ax = plt.subplots(figsize=(max(4.0, 0.28 * len(records) + 1.5), 3.2))
   colors = ["tab:orange" if i == best else "tab:blue" for i in range(len(records))]

@@ -37,22 +37,19 @@ XLA compiles (one compilation per distinct size); without them the sizes are com
 in-graph from the strides, a dynamic shape that runs without XLA only.
 See experiments/bench_diffstride.md for the measured trade-off.
 
-K weight sets. Like every layer of layers.py, the strides are stacked `[K, 2]` (`[K, 1]`
+K weight sets. Like every layer of nn/stacked.py, the strides are stacked `[K, 2]` (`[K, 1]`
 when shared) and a tensor `model_index` selects one row, so the shared sliced optimizer
 trains it. With static sizes the host must know which row a compiled step uses (its
 `output_size` comes from that row); a step that samples the row inside the graph (the
 mixture search) can only run DiffStride with dynamic sizes (without XLA).
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 import math
-from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
-
-from mixnas_tf import search_space as ss
 
 DATA_FORMATS = ("channels_last", "channels_first")
 
@@ -329,80 +326,3 @@ def _static(value):
 
 
 # Reading a trained DiffStride network ---------------------------------------------------
-
-
-def downsampling_profile(space: ss.SearchSpace,
-                         strides: Mapping[int, Sequence[float]]) -> tuple[float, ...]:
-  """log2 of the cumulative stride after each layer (stem first), per axis averaged.
-
-  Layer i's entry is sum over DiffStride layers l <= i of log2(sqrt(S_h S_w)); a
-  configuration's profile is its count of downsamplings so far, e.g. [4,3,3] ->
-  (0,0,0,0,1,1,1,2,2,2).
-  """
-  profile, total = [0.0], 0.0
-  for i in range(1, space.num_layers):
-    if i in strides:
-      s_h, s_w = strides[i]
-      total += 0.5 * (math.log2(s_h) + math.log2(s_w))
-    profile.append(total)
-  return tuple(profile)
-
-
-def nearest_config(space: ss.SearchSpace,
-                   strides: Mapping[int, Sequence[float]]) -> tuple[ss.Config, float]:
-  """The configuration whose downsampling profile is closest to the learned strides'.
-
-  Distance: the sum over layers of squared differences of `downsampling_profile`s
-  (log2 units), so a position is judged by how much the network has downsampled by then,
-  not by its own stride alone: two strides of 1.4 in a row count like one of 2. Ties go
-  to the lower reference number.
-
-  Returns:
-    (configuration, distance).
-  """
-  learned = np.array(downsampling_profile(space, strides))
-  best, best_distance = None, math.inf
-  for config in space.configs:
-    distance = float(np.sum((learned - np.cumsum(config)) ** 2))
-    if distance < best_distance - 1e-12:
-      best, best_distance = config, distance
-  return best, best_distance
-
-
-def summarize(model, image_size: int, model_index: int = 0) -> dict[str, Any]:
-  """What a trained DiffStride `SwitchableResNet` learned, as JSON-able values.
-
-  Returns:
-    learned_strides: {layer: [S_h, S_w]}; layer_sizes: per layer [h, w] as executed;
-    downsampling_profile: see `downsampling_profile`; nearest_config: {index, stages,
-    code, distance}; macs: multiply-accumulates per image at the executed sizes
-    (`search_space.diffstride_macs`); relative_cost: the regulariser's relaxed cost
-    (`SwitchableResNet.stride_cost`); nearest_config_macs_maxpool: the cost of the
-    nearest configuration as a fixed max-pool network.
-  """
-  space = model.space
-  strides = model.learned_strides(model_index)
-  plan = model.size_plan(image_size, strides=strides)
-  config, distance = nearest_config(space, strides)
-  cost = model.stride_cost(tf.constant(model_index, tf.int32), (image_size, image_size))
-  return {
-      "learned_strides": {str(i): [round(v, 4) for v in s] for i, s in strides.items()},
-      "layer_sizes": [list(size) for size in plan],
-      "downsampling_profile": [round(v, 4) for v in downsampling_profile(space, strides)],
-      "nearest_config": {"index": ss.to_index(space, config),
-                         "stages": list(ss.to_stages(space, config)),
-                         "code": ss.to_code_string(config), "distance": round(distance, 4)},
-      "macs": int(ss.diffstride_macs(space, plan, model.num_classes)),
-      "relative_cost": float(cost),
-      "nearest_config_macs_maxpool": ss.macs(space, config, image_size, "maxpool",
-                                             num_classes=model.num_classes),
-  }
-
-
-def epoch_scalars(model, model_index: int = 0) -> dict[str, float]:
-  """Per-layer strides as `diffstride/stride_<layer>_<h|w>` scalars, for epoch logs."""
-  out = {}
-  for i, (s_h, s_w) in model.learned_strides(model_index).items():
-    out[f"diffstride/stride_{i}_h"] = s_h
-    out[f"diffstride/stride_{i}_w"] = s_w
-  return out

@@ -12,25 +12,26 @@ the sizes are computed in-graph), and metrics.json adds what the strides learned
 (`diffstride.summarize`).
 """
 
-import contextlib
+from collections.abc import Callable
 import dataclasses
 import os
 import time
-from collections.abc import Callable
 
 from absl import logging
 import keras
 import tensorflow as tf
-from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
 
 from mixnas_tf import data as data_lib
-from mixnas_tf import diffstride as diffstride_lib
 from mixnas_tf import errors
-from mixnas_tf import layers as layers_lib
-from mixnas_tf import loop
-from mixnas_tf import models
-from mixnas_tf import search_space as ss
+from mixnas_tf import spaces
 from mixnas_tf import workdir as workdir_lib
+from mixnas_tf.methods import diffstride as diffstride_lib
+from mixnas_tf.nn import network
+from mixnas_tf.nn import ops
+from mixnas_tf.training import checkpoint
+from mixnas_tf.training import loop
+from mixnas_tf.training import runtime
+from mixnas_tf.training import trainer as trainer_lib
 
 RESUMABLE_FIELDS = frozenset({"tfds_data_dir", "log_every", "progress", "jit_compile"})
 EVAL_SPLITS = ("test", "holdout")
@@ -82,8 +83,8 @@ class StandaloneConfig:
   log_every: int = 50
   progress: bool = True
 
-  def optim(self, steps_per_epoch: int) -> loop.OptimConfig:
-    return loop.OptimConfig(
+  def optim(self, steps_per_epoch: int) -> trainer_lib.OptimConfig:
+    return trainer_lib.OptimConfig(
         learning_rate=self.learning_rate, min_learning_rate=self.min_learning_rate,
         schedule=self.schedule, momentum=self.momentum, nesterov=self.nesterov,
         weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
@@ -91,9 +92,9 @@ class StandaloneConfig:
         step_boundaries=tuple(self.step_boundaries))
 
 
-def validate(cfg: StandaloneConfig) -> tuple[ss.SearchSpace, ss.Config]:
-  space = ss.get_space(cfg.space)
-  config = ss.parse_config(space, cfg.config)
+def validate(cfg: StandaloneConfig) -> tuple[spaces.SearchSpace, spaces.Config]:
+  space = spaces.get_space(cfg.space)
+  config = spaces.parse_config(space, cfg.config)
   checks = [
       (cfg.epochs >= 1, f"--epochs must be a positive integer (received {cfg.epochs})"),
       (cfg.batch_size >= 1 and cfg.eval_batch_size >= 1,
@@ -110,12 +111,12 @@ def validate(cfg: StandaloneConfig) -> tuple[ss.SearchSpace, ss.Config]:
        f"--eval_split must be one of {', '.join(EVAL_SPLITS)} (received {cfg.eval_split})"),
       (0 < cfg.holdout_fraction < 1,
        f"--holdout_fraction must be in (0, 1) (received {cfg.holdout_fraction})"),
-      (cfg.precision in loop.PRECISIONS,
-       f"--precision must be one of {', '.join(loop.PRECISIONS)} (received {cfg.precision})"),
+      (cfg.precision in runtime.PRECISIONS,
+       f"--precision must be one of {', '.join(runtime.PRECISIONS)} (received {cfg.precision})"),
       (cfg.train_size >= 0 and cfg.test_size >= 0 and cfg.warmup_epochs >= 0,
        "--train_size, --test_size and --warmup_epochs must be >= 0"),
-      (cfg.downsample in layers_lib.ALL_DOWNSAMPLE_MODES,
-       f"--downsample must be one of {', '.join(layers_lib.ALL_DOWNSAMPLE_MODES)} "
+      (cfg.downsample in ops.ALL,
+       f"--downsample must be one of {', '.join(ops.ALL)} "
        f"(received {cfg.downsample})"),
       (cfg.smoothness_factor > 0,
        f"--smoothness_factor must be > 0 (received {cfg.smoothness_factor})"),
@@ -127,7 +128,7 @@ def validate(cfg: StandaloneConfig) -> tuple[ss.SearchSpace, ss.Config]:
   for ok, message in checks:
     if not ok:
       raise errors.UsageError(message)
-  check_determinism(cfg.deterministic, cfg.jit_compile, cfg.downsample)
+  runtime.check_determinism(cfg.deterministic, cfg.jit_compile, cfg.downsample)
   return space, config
 
 
@@ -146,13 +147,13 @@ def load_data(cfg: StandaloneConfig):
   return dataset, train, test, test_name
 
 
-def build(cfg: StandaloneConfig, space, config, dataset) -> models.SwitchableResNet:
+def build(cfg: StandaloneConfig, space, config, dataset) -> network.SwitchableResNet:
   """The stand-alone network of `config` (K = 1, standard BatchNorm)."""
   learned = {}
   if cfg.downsample == "diffstride":
     learned = dict(diffstride={"smoothness_factor": cfg.smoothness_factor},
                    stride_regularizer=cfg.stride_regularizer)
-  return models.SwitchableResNet(
+  return network.SwitchableResNet(
       space=space.name, configs=[config], num_models=1, num_classes=dataset.num_classes,
       downsample=cfg.downsample, batchnorm="standard", mean=dataset.mean, std=dataset.std,
       **learned)
@@ -173,7 +174,7 @@ def train_standalone(cfg: StandaloneConfig, workdir: str,
     The metrics (also in `workdir/metrics.json`), or None if interrupted.
   """
   validate(cfg)
-  with op_determinism(cfg.deterministic):
+  with runtime.op_determinism(cfg.deterministic):
     return _train_standalone(cfg, workdir, after_step, loaded)
 
 
@@ -190,18 +191,16 @@ def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded) -
     return workdir_lib.read_json(metrics_path)
   dataset, train, test, test_name = loaded or load_data(cfg)
   steps = data_lib.steps_per_epoch(train, cfg.batch_size)
-  loop.set_precision(cfg.precision)
-  set_seeds(cfg.seed)
+  runtime.set_precision(cfg.precision)
+  runtime.set_seeds(cfg.seed)
   model = build(cfg, space, config, dataset)
   workdir_lib.prepare(workdir, flags, ignore=RESUMABLE_FIELDS, extra={
-      "run.json": {"config": {"index": ss.to_index(space, config),
-                              "stages": list(ss.to_stages(space, config)),
-                              "code": ss.to_code_string(config)},
+      "run.json": {"config": config.record(),
                    "model": model.get_config(), "image_size": dataset.image_size,
                    "train_images": len(train), "eval_images": len(test),
                    "eval_split": test_name, "steps_per_epoch": steps,
                    "classes": list(dataset.class_names)}})
-  trainer = loop.Trainer(model, cfg.optim(steps), total_steps=cfg.epochs * steps,
+  trainer = trainer_lib.Trainer(model, cfg.optim(steps), total_steps=cfg.epochs * steps,
                          precision=cfg.precision, jit_compile=cfg.jit_compile)
   k = tf.constant(0, tf.int32)
 
@@ -233,9 +232,7 @@ def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded) -
   result = trainer.evaluate(step_config(), 0, eval_batches())
   state = workdir_lib.read_json(os.path.join(workdir, "state.json"))
   metrics = {
-      "config": {"index": ss.to_index(space, config),
-                 "stages": list(ss.to_stages(space, config)),
-                 "code": ss.to_code_string(config)},
+      "config": config.record(),
       "dataset": cfg.dataset,
       "eval_split": test_name,
       "test_accuracy": result["accuracy"],
@@ -245,8 +242,8 @@ def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded) -
       "train_accuracy_last_epoch": state["history"][-1].get("train/accuracy"),
       "params": model.count_params_per_model(config),
       # A DiffStride network's cost is that of its learned sizes (summarize, below).
-      "macs": None if cfg.downsample == "diffstride" else ss.macs(
-          space, config, dataset.image_size, cfg.downsample, num_classes=dataset.num_classes),
+      "macs": None if cfg.downsample == "diffstride" else model.costs(
+          config, dataset.image_size)["macs"],
       "epochs": cfg.epochs,
       "train_seconds": state.get("elapsed"),
       "eval_seconds": time.time() - t0,
@@ -257,45 +254,12 @@ def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded) -
     # "config" is the initial configuration; "macs" the cost at the learned strides.
     metrics.update(diffstride_lib.summarize(model, dataset.image_size))
   workdir_lib.atomic_write_json(metrics_path, metrics)
-  logging.info("%s: test accuracy %.4f on %d images", ss.format_stages(
-      ss.to_stages(space, config)), metrics["test_accuracy"], metrics["test_images"])
+  logging.info("%s: test accuracy %.4f on %d images", spaces.format_stages(
+      spaces.to_stages(space, config)), metrics["test_accuracy"], metrics["test_images"])
   return metrics
 
 
-def set_seeds(seed: int) -> None:
-  """Seeds Python, numpy and TF (initialisation)."""
-  keras.utils.set_random_seed(seed)
-
-
-@contextlib.contextmanager
-def op_determinism(enabled: bool):
-  """TF op determinism for the duration of one run, then as it was before.
-
-  `tf.config.experimental.enable_op_determinism` is process-wide and TF exports no way
-  back; without restoring it, one deterministic run in a process (a test, a notebook)
-  would make every later XLA max-pool run fail. `disable_op_determinism` lives in
-  tensorflow.python.framework.config (TF 2.21); where it is missing, it stays enabled.
-  """
-  if not enabled or tf_config.is_op_determinism_enabled():
-    yield
-    return
-  tf.config.experimental.enable_op_determinism()
-  try:
-    yield
-  finally:
-    disable = getattr(tf_config, "disable_op_determinism", None)
-    if disable is not None:
-      disable()
-
-
-def check_determinism(deterministic: bool, jit_compile: bool, downsample: str) -> None:
-  if deterministic and jit_compile and downsample == "maxpool":
-    raise errors.UsageError(
-        "--deterministic with --downsample=maxpool needs --nojit_compile: TensorFlow has "
-        "no deterministic XLA max-pool gradient (avgpool and conv work with XLA)")
-
-
-def restore_model(workdir: str) -> tuple[models.SwitchableResNet, dict]:
+def restore_model(workdir: str) -> tuple[network.SwitchableResNet, dict]:
   """Rebuilds a finished run's network (float32) and restores its trained weights.
 
   Returns:
@@ -307,11 +271,11 @@ def restore_model(workdir: str) -> tuple[models.SwitchableResNet, dict]:
   run = workdir_lib.read_json(run_path)
   cfg = workdir_lib.read_json(os.path.join(workdir, "flags.json"))
   previous_policy = keras.mixed_precision.global_policy()
-  loop.set_precision("float32")
+  runtime.set_precision("float32")
   try:
-    model = models.SwitchableResNet.from_config(run["model"])
-    trainer = loop.Trainer(model, loop.OptimConfig(), total_steps=1, jit_compile=False)
-    state = loop.Checkpointer(workdir, trainer).restore()
+    model = network.SwitchableResNet.from_config(run["model"])
+    trainer = trainer_lib.Trainer(model, trainer_lib.OptimConfig(), total_steps=1, jit_compile=False)
+    state = checkpoint.Checkpointer(workdir, trainer).restore()
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
   if state is None or state["epoch"] < cfg["epochs"]:

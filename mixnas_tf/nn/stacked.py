@@ -1,4 +1,4 @@
-"""Layers with K stacked weight sets, downsampling ops and the switchable residual block.
+"""Layers with K stacked weight sets, selected by a tensor index.
 
 Every trainable layer here holds K independent weight sets stacked on a leading axis
 (`[K, ...]`) and computes with one of them, chosen by a *tensor* `model_index`. The
@@ -9,12 +9,6 @@ stand-alone network is the special case K = 1.
 
 Variables are created with `autocast=False` and cast after the gather, so that mixed
 precision casts one slice, not all K.
-
-The downsampling op is a constructor argument of the block, as in google-research's
-diffstride: `"maxpool"`/`"avgpool"` pool the block input 2x2 (both branches see the pooled
-tensor, as the reference ResNet20), `"conv"` gives the first 3x3 conv and the shortcut
-stride 2, `"diffstride"` runs the first conv at stride 1 and resizes its output (and the
-shortcut) with a learnable-stride `diffstride.DiffStride` layer.
 """
 
 from typing import Any
@@ -22,15 +16,10 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from mixnas_tf import diffstride as diffstride_lib
-
-# Fixed factor-2 ops; "diffstride" (learned strides) is accepted besides them.
-DOWNSAMPLE_MODES = ("maxpool", "conv", "avgpool")
-ALL_DOWNSAMPLE_MODES = DOWNSAMPLE_MODES + ("diffstride",)
 BATCHNORM_MODES = ("batch_stats", "standard")
 
 
-def _check_choice(name: str, value: Any, accepted: tuple[str, ...]) -> None:
+def check_choice(name: str, value: Any, accepted) -> None:
   if value not in accepted:
     raise ValueError(f"{name} must be one of {', '.join(accepted)}. Received: {name}={value!r}")
 
@@ -162,18 +151,26 @@ class StackedBatchNorm(_Stacked):
   """
 
   def __init__(self, channels: int, num_models: int = 1, mode: str = "standard",
-               momentum: float = 0.9, epsilon: float = 1e-5, **kwargs):
+               momentum: float = 0.9, epsilon: float = 1e-5, zero_gamma: bool = False,
+               **kwargs):
     super().__init__(num_models=num_models, **kwargs)
-    _check_choice("mode", mode, BATCHNORM_MODES)
+    check_choice("mode", mode, BATCHNORM_MODES)
     self.channels = int(channels)
     self.mode = mode
     self.momentum = float(momentum)
     self.epsilon = float(epsilon)
+    # The last BN of a residual branch may start at gamma = 0 (the block starts as the
+    # identity; the reference's ResNet18/50 retraining does this).
+    self.zero_gamma = bool(zero_gamma)
+
+  @property
+  def affine(self) -> bool:
+    return self.mode == "standard"
 
   def build(self, input_shape=None):
     if self.mode == "standard":
       c = (self.channels,)
-      self.gamma = self._stacked_weight("gamma", c, "ones")
+      self.gamma = self._stacked_weight("gamma", c, "zeros" if self.zero_gamma else "ones")
       self.beta = self._stacked_weight("beta", c, "zeros")
       self.moving_mean = self._stacked_weight("moving_mean", c, "zeros", trainable=False)
       self.moving_variance = self._stacked_weight("moving_variance", c, "ones",
@@ -203,101 +200,4 @@ class StackedBatchNorm(_Stacked):
 
   def get_config(self):
     return {**super().get_config(), "channels": self.channels, "mode": self.mode,
-            "momentum": self.momentum, "epsilon": self.epsilon}
-
-
-def pool2x2(x, mode: str):
-  """Halves H and W of `x` [B, H, W, C] with a 2x2 max or average pool ('SAME': ceil)."""
-  _check_choice("mode", mode, ("maxpool", "avgpool"))
-  pool = tf.nn.max_pool2d if mode == "maxpool" else tf.nn.avg_pool2d
-  return pool(x, ksize=2, strides=2, padding="SAME")
-
-
-class SwitchableBlock(keras.layers.Layer):
-  """A basic residual block (two 3x3 convs) that may halve the resolution.
-
-  Whether it downsamples is a static call argument, so a compiled function that calls it
-  is specialised per configuration. A 1x1 conv + BN shortcut exists when the widths
-  differ, and in "conv" mode also when the block can downsample (a stride-2 shortcut);
-  otherwise the shortcut is the identity.
-
-  In "diffstride" mode a block that can downsample owns a `DiffStride` layer (`pool`,
-  built from `diffstride`, the layer's keyword arguments, e.g. its initial `strides`):
-  the first conv runs at stride 1, then `pool` resizes its output and the shortcut input
-  (the 1x1 projection, when widths differ, follows the op: both are linear and commute,
-  so it runs at the smaller size). The output size is then `output_size` when given
-  (static), else computed from the strides in-graph (see diffstride.py).
-
-  Call: `x` [B, H, W, in_channels] -> [B, H', W', out_channels], H' = ceil(H/2) when
-  `downsample` else H (in "diffstride" mode: the DiffStride output size).
-  """
-
-  def __init__(self, in_channels: int, out_channels: int, num_models: int = 1,
-               downsample_mode: str = "maxpool", can_downsample: bool = True,
-               batchnorm: str = "standard", diffstride: dict[str, Any] | None = None,
-               **kwargs):
-    super().__init__(**kwargs)
-    _check_choice("downsample_mode", downsample_mode, ALL_DOWNSAMPLE_MODES)
-    self.in_channels = int(in_channels)
-    self.out_channels = int(out_channels)
-    self.num_models = int(num_models)
-    self.downsample_mode = downsample_mode
-    self.can_downsample = bool(can_downsample)
-    self.batchnorm = batchnorm
-    k = dict(num_models=num_models)
-    self.conv1 = StackedConv2D(out_channels, 3, in_channels, name="conv1", **k)
-    self.bn1 = StackedBatchNorm(out_channels, mode=batchnorm, name="bn1", **k)
-    self.conv2 = StackedConv2D(out_channels, 3, out_channels, name="conv2", **k)
-    self.bn2 = StackedBatchNorm(out_channels, mode=batchnorm, name="bn2", **k)
-    self.has_projection = (in_channels != out_channels
-                           or (downsample_mode == "conv" and can_downsample))
-    if self.has_projection:
-      self.proj = StackedConv2D(out_channels, 1, in_channels, name="proj", **k)
-      self.proj_bn = StackedBatchNorm(out_channels, mode=batchnorm, name="proj_bn", **k)
-    self.diffstride = dict(diffstride or {})
-    self.pool = None
-    if downsample_mode == "diffstride" and can_downsample:
-      self.pool = diffstride_lib.DiffStride(name="diffstride", **self.diffstride, **k)
-
-  def build(self, input_shape=None):
-    for layer in self._sublayers():
-      layer.build(None)
-    self.built = True
-
-  def _sublayers(self):
-    layers = [self.conv1, self.bn1, self.conv2, self.bn2]
-    layers += [self.pool] if self.pool is not None else []
-    return layers + ([self.proj, self.proj_bn] if self.has_projection else [])
-
-  def call(self, x, model_index, downsample: bool = False, training: bool = False,
-           output_size: tuple[int, int] | None = None):
-    if downsample and not self.can_downsample:
-      raise ValueError(f"block {self.name} was built with can_downsample=False")
-    strides = 1
-    if downsample and self.pool is not None:
-      h = self.pool(self.conv1(x, model_index), model_index, output_size=output_size)
-      x = self.pool(x, model_index, output_size=output_size)
-    else:
-      if downsample:
-        if self.downsample_mode == "conv":
-          strides = 2
-        else:
-          x = pool2x2(x, self.downsample_mode)
-      h = self.conv1(x, model_index, strides=strides)
-    h = tf.nn.relu(self.bn1(h, model_index, training=training))
-    h = self.bn2(self.conv2(h, model_index), model_index, training=training)
-    if self.in_channels != self.out_channels or strides == 2:
-      shortcut = self.proj_bn(self.proj(x, model_index, strides=strides), model_index,
-                              training=training)
-    else:
-      shortcut = x
-    return tf.nn.relu(h + shortcut)
-
-  def get_config(self):
-    config = {**super().get_config(), "in_channels": self.in_channels,
-              "out_channels": self.out_channels, "num_models": self.num_models,
-              "downsample_mode": self.downsample_mode, "can_downsample": self.can_downsample,
-              "batchnorm": self.batchnorm}
-    if self.downsample_mode == "diffstride":
-      config["diffstride"] = self.diffstride
-    return config
+            "momentum": self.momentum, "epsilon": self.epsilon, "zero_gamma": self.zero_gamma}

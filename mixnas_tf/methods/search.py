@@ -8,24 +8,25 @@ updates W. Everything random is derived from (seed, epoch, step), so a resumed r
 the same decisions as an uninterrupted one.
 """
 
+from collections.abc import Callable
 import dataclasses
 import os
 import time
-from collections.abc import Callable
 
 from absl import logging
 import numpy as np
 
 from mixnas_tf import data as data_lib
 from mixnas_tf import errors
-from mixnas_tf import estimators
-from mixnas_tf import evaluate
-from mixnas_tf import loop
-from mixnas_tf import mixture
-from mixnas_tf import models
-from mixnas_tf import search_space as ss
-from mixnas_tf import standalone
+from mixnas_tf import spaces
 from mixnas_tf import workdir as workdir_lib
+from mixnas_tf.methods import estimators
+from mixnas_tf.methods import evaluate
+from mixnas_tf.methods import mixture
+from mixnas_tf.nn import network
+from mixnas_tf.training import loop
+from mixnas_tf.training import runtime
+from mixnas_tf.training import trainer as trainer_lib
 
 # Flags that may change when a run is resumed: they do not change its results.
 RESUMABLE_FIELDS = frozenset({"tfds_data_dir", "log_every", "progress", "jit_compile"})
@@ -63,8 +64,8 @@ class SearchConfig:
   log_every: int = 50
   progress: bool = True
 
-  def optim(self) -> loop.OptimConfig:
-    return loop.OptimConfig(learning_rate=self.learning_rate,
+  def optim(self) -> trainer_lib.OptimConfig:
+    return trainer_lib.OptimConfig(learning_rate=self.learning_rate,
                             min_learning_rate=self.min_learning_rate, schedule="cosine",
                             momentum=self.momentum, weight_decay=self.weight_decay)
 
@@ -73,10 +74,10 @@ FINAL_EVALS = ("all_pairs", "assigned")
 ESTIMATES = tuple(estimators.ESTIMATORS)
 
 
-def validate(cfg: SearchConfig) -> tuple[ss.SearchSpace, tuple[ss.Config, ...]]:
+def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config, ...]]:
   """Checks what can be checked without data; returns the space and the configurations."""
-  space = ss.get_space(cfg.space)
-  configs = ss.parse_configs(space, cfg.configs)
+  space = spaces.get_space(cfg.space)
+  configs = spaces.parse_configs(space, cfg.configs)
   checks = [
       (cfg.num_models >= 1, f"--num_models must be >= 1 (received {cfg.num_models})"),
       (cfg.num_models <= len(configs),
@@ -104,8 +105,8 @@ def validate(cfg: SearchConfig) -> tuple[ss.SearchSpace, tuple[ss.Config, ...]]:
       (cfg.final_eval == "all_pairs" or cfg.estimate not in estimators.NEEDS_ALL_PAIRS,
        f"--estimate={cfg.estimate} needs every (configuration, weight set) pair evaluated: "
        "use --final_eval=all_pairs, or --estimate=assigned"),
-      (cfg.precision in loop.PRECISIONS,
-       f"--precision must be one of {', '.join(loop.PRECISIONS)} (received {cfg.precision})"),
+      (cfg.precision in runtime.PRECISIONS,
+       f"--precision must be one of {', '.join(runtime.PRECISIONS)} (received {cfg.precision})"),
       (cfg.downsample in ("maxpool", "conv", "avgpool"),
        f"--downsample must be one of maxpool, conv, avgpool (received {cfg.downsample})"),
       (cfg.batchnorm in ("batch_stats", "standard"),
@@ -115,7 +116,7 @@ def validate(cfg: SearchConfig) -> tuple[ss.SearchSpace, tuple[ss.Config, ...]]:
   for ok, message in checks:
     if not ok:
       raise errors.UsageError(message)
-  standalone.check_determinism(cfg.deterministic, cfg.jit_compile, cfg.downsample)
+  runtime.check_determinism(cfg.deterministic, cfg.jit_compile, cfg.downsample)
   return space, configs
 
 
@@ -143,19 +144,19 @@ def run_search(cfg: SearchConfig, workdir: str,
                after_step: Callable[[int], None] | None = None) -> dict | None:
   """Runs or resumes a search in `workdir`; returns the results, or None if interrupted."""
   space, configs = validate(cfg)
-  with standalone.op_determinism(cfg.deterministic):
+  with runtime.op_determinism(cfg.deterministic):
     return _run_search(cfg, space, configs, workdir, after_step)
 
 
-def _run_search(cfg: SearchConfig, space: ss.SearchSpace, configs, workdir: str,
+def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: str,
                 after_step) -> dict | None:
   dataset, train, val = load_search_data(cfg)
   steps = data_lib.steps_per_epoch(train, cfg.batch_size)
   resumed = workdir_lib.prepare(
       workdir, dataclasses.asdict(cfg), ignore=RESUMABLE_FIELDS,
       extra={"search_space.json": {
-          **ss.describe(space),
-          "searched": [ss.to_index(space, c) for c in configs],
+          **spaces.describe(space),
+          "searched": [spaces.to_index(space, c) for c in configs],
           "split": {"search_train": len(train), "search_val": len(val),
                     "steps_per_epoch": steps},
           "classes": list(dataset.class_names)}})
@@ -167,17 +168,17 @@ def _run_search(cfg: SearchConfig, space: ss.SearchSpace, configs, workdir: str,
   logging.info("%s search in %s: %d configurations, K=%d, %d epochs x %d steps, "
                "search-train %d / search-val %d images.", "Resuming" if resumed else "Starting",
                workdir, len(configs), cfg.num_models, cfg.epochs, steps, len(train), len(val))
-  standalone.set_seeds(cfg.seed)
-  loop.set_precision(cfg.precision)
-  model = models.SwitchableResNet(
+  runtime.set_seeds(cfg.seed)
+  runtime.set_precision(cfg.precision)
+  model = network.SwitchableResNet(
       space=space.name, configs=configs, num_models=cfg.num_models,
       num_classes=dataset.num_classes, downsample=cfg.downsample, batchnorm=cfg.batchnorm,
       mean=dataset.mean, std=dataset.std)
-  mixture_state = loop.MixtureState(len(configs), cfg.num_models, cfg.seed,
+  mixture_state = trainer_lib.MixtureState(len(configs), cfg.num_models, cfg.seed,
                                     shared=cfg.shared_epochs > 0)
   # Epochs of one shared SuperNet before the K sets split from it (none when K = 1).
   shared_epochs = cfg.shared_epochs if cfg.num_models > 1 else 0
-  trainer = loop.Trainer(model, cfg.optim(), total_steps=cfg.epochs * steps,
+  trainer = trainer_lib.Trainer(model, cfg.optim(), total_steps=cfg.epochs * steps,
                          precision=cfg.precision, jit_compile=cfg.jit_compile,
                          mixture=mixture_state)
   image_size = dataset.image_size

@@ -1,4 +1,4 @@
-"""The compiled steps and the training loop that every command shares.
+"""The compiled steps every command shares, over one network and its optimiser state.
 
 `Trainer` owns a `SwitchableResNet`, its optimizer state and (for a search) the mixture
 state, and exposes three compiled functions, each traced once per configuration:
@@ -9,32 +9,19 @@ state, and exposes three compiled functions, each traced once per configuration:
   - `eval_step(config, model_index, images, labels, mask)`: sums for accuracy and loss.
 The weight set is a tensor argument everywhere, so the number of compiled functions does
 not grow with K.
-
-`run_epochs` is the one loop (flax-style `for step, batch in zip(...)`): progress,
-TensorBoard scalars, checkpoints every epoch and on SIGINT/SIGTERM, resume.
 """
 
-import contextlib
+from collections.abc import Iterable
 import dataclasses
-import json
 import logging as logging_std
 import math
-import os
-import signal
-import time
-from collections.abc import Callable, Iterable
 from typing import Any
 
-from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
 
-from mixnas_tf import errors
-from mixnas_tf import optim
-from mixnas_tf import workdir as workdir_lib
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+from mixnas_tf.training import optim
 
 
 class _ExpectedRetracing(logging_std.Filter):
@@ -46,14 +33,6 @@ class _ExpectedRetracing(logging_std.Filter):
 
 
 tf.get_logger().addFilter(_ExpectedRetracing())
-
-
-def set_precision(precision: str) -> None:
-  """Sets Keras' global dtype policy; call before building the model."""
-  if precision not in PRECISIONS:
-    raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}. "
-                     f"Received: precision={precision!r}")
-  keras.mixed_precision.set_global_policy(precision)
 
 
 class MixtureState(tf.Module):
@@ -281,178 +260,3 @@ class Trainer(tf.Module):
     return {"accuracy": float(sums["correct"]) / count, "loss": float(sums["loss"]) / count,
             "count": int(count), "per_class_accuracy": [None if math.isnan(a) else float(a)
                                                         for a in per_class]}
-
-
-class GracefulStop(contextlib.AbstractContextManager):
-  """Turns SIGINT/SIGTERM into a request to checkpoint and stop after the current step.
-
-  A second SIGINT while a stop is pending raises KeyboardInterrupt as usual.
-  """
-
-  def __init__(self):
-    self.requested = False
-    self._previous = {}
-
-  def _handle(self, signum, frame):
-    if self.requested and signum == signal.SIGINT:
-      raise KeyboardInterrupt
-    self.requested = True
-    logging.warning("Received signal %d: checkpointing and stopping after this step.", signum)
-
-  def __enter__(self):
-    try:
-      for sig in (signal.SIGINT, signal.SIGTERM):
-        self._previous[sig] = signal.signal(sig, self._handle)
-    except ValueError:  # Not the main thread: no handlers, no graceful stop.
-      self._previous = {}
-    return self
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-    return False
-
-
-class Checkpointer:
-  """TF checkpoint of the trainer's variables + an atomic JSON of the host-side state.
-
-  The JSON (`state.json`) names the checkpoint it goes with and is written after it, so
-  a crash between the two leaves the previous consistent pair.
-  """
-
-  def __init__(self, directory: str, trainer: Trainer, keep: int = 2):
-    self.directory = os.path.join(directory, "checkpoints")
-    self.state_path = os.path.join(directory, "state.json")
-    self.checkpoint = tf.train.Checkpoint(trainer=trainer)
-    self.keep = keep
-
-  def restore(self) -> dict | None:
-    """Restores the latest checkpoint; returns its host state, or None for a fresh run."""
-    if not os.path.exists(self.state_path):
-      return None
-    with open(self.state_path) as f:
-      state = json.load(f)
-    path = os.path.join(self.directory, state["checkpoint"])
-    try:
-      self.checkpoint.read(path).assert_consumed()
-    except AssertionError as e:
-      # E.g. a checkpoint of mixnas_tf 0.1.0, which lost the blocks' moving statistics.
-      raise errors.UsageError(
-          f"checkpoint {path} does not hold every variable of this run's network "
-          f"({str(e).splitlines()[0][:200]}); it cannot be resumed or exported: "
-          "train again in a new --workdir") from None
-    return state
-
-  def save(self, state: dict) -> None:
-    os.makedirs(self.directory, exist_ok=True)
-    name = f"ckpt-{state['epoch']:04d}-{state['step_in_epoch']:06d}"
-    self.checkpoint.write(os.path.join(self.directory, name))
-    workdir_lib.atomic_write_json(self.state_path, {**state, "checkpoint": name})
-    kept = sorted({f.split(".")[0] for f in os.listdir(self.directory)
-                   if f.startswith("ckpt-")})
-    for old in kept[:-self.keep]:
-      for f in os.listdir(self.directory):
-        if f.startswith(old + "."):
-          os.remove(os.path.join(self.directory, f))
-
-
-@dataclasses.dataclass
-class LoopHooks:
-  """What a command plugs into `run_epochs`.
-
-  batches(epoch, start_step): the epoch's training batches from `start_step` on.
-  step(epoch, step, batch): runs one compiled step, returns scalar tensors (not fetched).
-  epoch_begin(epoch, start_step): host work before an epoch (e.g. balancing) or before
-    resuming it at `start_step` > 0; returns scalars to log.
-  epoch_end(epoch, metrics): host work after it; returns scalars to log.
-  state(): extra JSON-able host state to checkpoint; restore(state): its inverse.
-  after_step(global_step): test hook, called after each step.
-  """
-  batches: Callable[[int, int], Iterable]
-  step: Callable[[int, int, Any], dict]
-  epoch_begin: Callable[[int, int], dict] = lambda epoch, start_step: {}
-  epoch_end: Callable[[int, dict], dict] = lambda epoch, metrics: {}
-  state: Callable[[], dict] = dict
-  restore: Callable[[dict], None] = lambda state: None
-  after_step: Callable[[int], None] | None = None
-
-
-def _scalars(writer, step: int, values: dict[str, float]) -> None:
-  with writer.as_default(step=step):
-    for name, value in values.items():
-      tf.summary.scalar(name, value)
-
-
-def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
-               steps_per_epoch: int, log_every: int = 50, progress: bool = True) -> str:
-  """Runs (or resumes) epochs of training; returns "completed" or "interrupted".
-
-  Per-step metrics are summed on the device and fetched only every `log_every` steps
-  and at the end of an epoch, so the loop does not wait on the device in between.
-  History (per-epoch metric means and whatever the hooks return) is kept in the
-  checkpointed host state under "history".
-  """
-  checkpointer = Checkpointer(workdir, trainer)
-  state = checkpointer.restore() or {"epoch": 0, "step_in_epoch": 0, "history": [],
-                                     "extra": {}, "sums": {}, "elapsed": 0.0}
-  if state["epoch"] or state["step_in_epoch"]:
-    logging.info("Resuming from epoch %d, step %d.", state["epoch"], state["step_in_epoch"])
-  hooks.restore(state["extra"])
-  if state["epoch"] >= epochs:
-    return "completed"
-  writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-  start_time = time.time() - state["elapsed"]
-
-  def snapshot(epoch, step_in_epoch, sums):
-    return {**state, "epoch": epoch, "step_in_epoch": step_in_epoch,
-            "sums": {k: float(v) for k, v in sums.items()}, "extra": hooks.state(),
-            "elapsed": time.time() - start_time}
-
-  with GracefulStop() as stop:
-    for epoch in range(state["epoch"], epochs):
-      start = state["step_in_epoch"] if epoch == state["epoch"] else 0
-      begin = hooks.epoch_begin(epoch, start)
-      sums = {k: tf.constant(v) for k, v in state["sums"].items()} if start else {}
-      bar = keras.utils.Progbar(steps_per_epoch, verbose=1 if progress else 0,
-                                stateful_metrics=None)
-      if progress:
-        print(f"Epoch {epoch + 1}/{epochs}", flush=True)
-      last = start - 1
-      for step, batch in zip(range(start, steps_per_epoch), hooks.batches(epoch, start)):
-        metrics = hooks.step(epoch, step, batch)
-        for name, value in metrics.items():
-          if value.dtype.is_floating:
-            sums[name] = sums.get(name, 0.0) + tf.cast(value, tf.float32)
-        last = step
-        global_step = epoch * steps_per_epoch + step + 1
-        if hooks.after_step:
-          hooks.after_step(global_step)
-        if (step + 1) % log_every == 0 or step + 1 == steps_per_epoch:
-          logged = {f"train/{k}": float(v) for k, v in metrics.items()
-                    if v.dtype.is_floating}
-          _scalars(writer, global_step, logged)
-          bar.update(step + 1, [(k.split("/")[1], v) for k, v in logged.items()])
-        if stop.requested:
-          checkpointer.save(snapshot(epoch, step + 1, sums))
-          writer.flush()
-          logging.warning("Stopped at epoch %d step %d; checkpointed. Run the same command "
-                          "again to resume.", epoch, step + 1)
-          return "interrupted"
-      if last + 1 < steps_per_epoch:
-        raise RuntimeError(f"the input pipeline ended after {last + 1} of {steps_per_epoch} "
-                           f"steps of epoch {epoch}")
-      # Sums restored from a mid-epoch checkpoint include the steps before it.
-      means = {f"train/{k}": float(v) / steps_per_epoch for k, v in sums.items()}
-      record = {"epoch": epoch, **means, **begin}
-      record.update(hooks.epoch_end(epoch, means))
-      record["time/elapsed_s"] = time.time() - start_time
-      _scalars(writer, (epoch + 1) * steps_per_epoch,
-               {k: v for k, v in record.items() if isinstance(v, (int, float))
-                and k != "epoch"})
-      writer.flush()
-      state["history"].append(record)
-      state = snapshot(epoch + 1, 0, {})
-      checkpointer.save(state)
-      logging.info("epoch %d: %s", epoch, ", ".join(
-          f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
-  return "completed"
