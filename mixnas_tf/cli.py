@@ -11,6 +11,26 @@ from absl import flags
 from absl import logging
 
 from mixnas_tf import errors
+from mixnas_tf import spaces
+from mixnas_tf.nn import ops
+
+# How a user names configurations; one text for every command's help.
+CONFIG_NOTATIONS = (
+    "stages ('4,3,3' in ResNet20, '3,2,2,2' in ResNet18, '3,4,6,3' in ResNet50, whose "
+    "stages count blocks only), a reference number (ResNet20 1..36, ResNet18 0..55, "
+    "ResNet50 0..454, the reference code's numbering) or the 0/1 code of one digit per "
+    "layer")
+
+
+def define_space_flag(default: str, what: str) -> None:
+  flags.DEFINE_enum("space", default, sorted(spaces.SPACES), f"Search space: {what}. "
+                    "resnet20 (36 configurations, CIFAR), resnet18 (56, CIFAR), resnet50 "
+                    "(455, bottleneck; ImageNet stem from 128 px, e.g. Food101 at 224).")
+
+
+def define_downsample_flag(default: str, choices=ops.FIXED) -> None:
+  flags.DEFINE_enum("downsample", default, list(choices), "Downsampling op: " + "; ".join(
+      f"{name}: {ops.OPS[name].help}" for name in choices) + ".")
 
 FLAGS = flags.FLAGS
 
@@ -85,12 +105,9 @@ def define_standalone_flags(defaults, skip=frozenset()) -> None:
   """
   d, skip = defaults, set(skip)
   define_data_flags(d)
-  flags.DEFINE_string("space", d.space, "Search space whose network is trained. "
-                      "Known: resnet20.")
+  define_space_flag(d.space, "the network that is trained")
   if "downsample" not in skip:
-    flags.DEFINE_enum("downsample", d.downsample, ["maxpool", "conv", "avgpool"],
-                      "Downsampling op: 2x2 max-pool on the block input (reference "
-                      "ResNet20), stride-2 conv, or 2x2 average pool.")
+    define_downsample_flag(d.downsample)
   if "epochs" not in skip:
     flags.DEFINE_integer("epochs", d.epochs, "Training epochs over the training split.",
                          lower_bound=1)

@@ -37,8 +37,8 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Output directory (flags, checkpoints, TensorBoard, "
                       "metrics.json). Running again on the same directory resumes.")
   flags.DEFINE_string("init_config", d.config, "Initial strides, as a configuration of the "
-                      "space: stride 2 where it downsamples, 1 elsewhere. Stages '4,3,3' or "
-                      "'[4,3,3]', a reference number 1..36, or a 10-digit 0/1 code.")
+                      "space: stride 2 where it downsamples, 1 elsewhere: "
+                      f"{cli.CONFIG_NOTATIONS}.")
   flags.DEFINE_float("smoothness_factor", d.smoothness_factor, "Width R, in frequency bins, "
                      "of the linear ramp of every DiffStride mask; an axis of N pixels at "
                      "stride S keeps min(N, 2 ceil(N/(2S) + R/2)) pixels.")

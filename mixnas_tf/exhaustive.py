@@ -57,8 +57,7 @@ def define_flags() -> None:
                       "table.csv, flags.json (DIR/shard_I_of_N with --shard). Running the same "
                       "command again resumes at the first unfinished configuration.")
   flags.DEFINE_string("configs", "all", "Configurations to train, ';'-separated, each as "
-                      "stages '4,3,3', a reference number 1..36 or a 10-digit code; 'all' is "
-                      "the whole space.")
+                      f"{cli.CONFIG_NOTATIONS}; 'all' is the whole space.")
   flags.DEFINE_integer("seeds", 1, "Seeds per configuration: --seed .. --seed+N-1 (mean and "
                        "sample standard deviation in the table).", lower_bound=1)
   flags.DEFINE_string("shard", "0/1", "I/N: train only the configurations whose position in "

@@ -45,9 +45,8 @@ def define_flags(config_flags: bool = True) -> None:
                       "checkpoints, TensorBoard, metrics.json), DIR/summary.json and "
                       "DIR/export/. Running again on the same directory resumes.")
   if config_flags:
-    flags.DEFINE_string("config", d.config, "The configuration to train: stages '5,3,2' or "
-                        "'[5,3,2]', a reference number 1..36, or a 10-digit 0/1 code. "
-                        "Exclusive with --from_search.")
+    flags.DEFINE_string("config", d.config, "The configuration to train: "
+                        f"{cli.CONFIG_NOTATIONS}. Exclusive with --from_search.")
     flags.DEFINE_string("from_search", None, "Work directory of a finished search "
                         "(python -m mixnas_tf.train): train its best configuration, or the "
                         "--rank-th of its ranking. Its dataset, image size, space and "

@@ -1,4 +1,4 @@
-r"""Balanced-mixture search of where ResNet20 should downsample.
+r"""Balanced-mixture search of where a ResNet should downsample (ResNet20, ResNet18, ResNet50).
 
   python -m mixnas_tf.train --dataset=cifar10 --workdir=runs/search
   python -m mixnas_tf.train --flagfile=experiments/cifar10_resnet20_m4.flags --workdir=DIR
@@ -15,6 +15,7 @@ from absl import app
 from absl import flags
 
 from mixnas_tf import cli
+from mixnas_tf.methods import evaluate
 from mixnas_tf.methods import search
 
 _D = search.SearchConfig()
@@ -22,11 +23,9 @@ _D = search.SearchConfig()
 flags.DEFINE_string("workdir", None, "Directory for flags, checkpoints, TensorBoard logs and "
                     "results. Running again on the same directory resumes the run.")
 cli.define_data_flags(_D)
-flags.DEFINE_string("space", _D.space, "Search space: the network whose downsampling "
-                    "positions are searched. Known: resnet20.")
+cli.define_space_flag(_D.space, "the network whose downsampling positions are searched")
 flags.DEFINE_string("configs", _D.configs, "Configurations to search, ';'-separated, each as "
-                    "stages '4,3,3' or '[4,3,3]', a reference number 1..36, or a 10-digit "
-                    "code; 'all' searches the whole space.")
+                    f"{cli.CONFIG_NOTATIONS}; 'all' searches the whole space.")
 flags.DEFINE_integer("num_models", _D.num_models, "K, the number of SuperNets (weight sets) "
                      "in the mixture; 1 is the single-SuperNet (SPOS) baseline.", lower_bound=1)
 flags.DEFINE_integer("shared_epochs", _D.shared_epochs, "Epochs during which one shared "
@@ -45,16 +44,13 @@ flags.DEFINE_integer("train_size", _D.train_size, "Subsample search-train to thi
                      "images for quick runs; 0 keeps it whole.", lower_bound=0)
 flags.DEFINE_integer("val_size", _D.val_size, "Subsample search-validation to this many "
                      "images; 0 keeps it whole.", lower_bound=0)
-flags.DEFINE_enum("downsample", _D.downsample, ["maxpool", "conv", "avgpool"], "Downsampling "
-                  "op: 2x2 max-pool on the block input (reference ResNet20), stride-2 conv, or "
-                  "2x2 average pool.")
+cli.define_downsample_flag(_D.downsample)
 flags.DEFINE_enum("batchnorm", _D.batchnorm, ["batch_stats", "standard"], "SuperNet "
                   "BatchNorm: batch statistics always and no affine parameters (reference), "
                   "or standard BatchNorm per weight set.")
 cli.define_optim_flags(_D)
-flags.DEFINE_enum("final_eval", _D.final_eval, list(search.FINAL_EVALS), "After training, "
-                  "evaluate every (configuration, weight set) pair on the whole "
-                  "search-validation split, or only each configuration's assigned weight set.")
+flags.DEFINE_string("final_eval", _D.final_eval, "After training, what is evaluated on the "
+                    "whole search-validation split: " + evaluate.FINAL_EVAL_HELP + ".")
 flags.DEFINE_enum("estimate", _D.estimate, list(search.ESTIMATES), "How a configuration's "
                   "accuracy is estimated from the final evaluation: under its assigned weight "
                   "set (the paper's), the max or the mean over the sets, or the assigned set's "
@@ -62,6 +58,11 @@ flags.DEFINE_enum("estimate", _D.estimate, list(search.ESTIMATES), "How a config
                   "see mixnas_tf/estimators.py. mean, centered and weighted need "
                   "--final_eval=all_pairs.")
 cli.define_run_flags(_D)
+flags.DEFINE_integer("max_live_programs", _D.max_live_programs, "Compiled step programs (one "
+                     "per configuration) kept alive per step kind; the least recently used "
+                     "beyond it are traced again when met. XLA is used only when every "
+                     "searched configuration fits (XLA never frees a compiled program), "
+                     "else graph mode.", lower_bound=1)
 cli.define_xla_cache_flag()
 
 FLAGS = flags.FLAGS

@@ -206,3 +206,22 @@ def test_checkpoint_missing_network_variables_is_a_usage_error(tmp_path):
       '{"epoch": 0, "step_in_epoch": 1, "checkpoint": "ckpt-0000-000001"}')
   with pytest.raises(errors.UsageError, match="does not hold every variable"):
     checkpoint.Checkpointer(str(tmp_path), trainer).restore()
+
+
+def test_compile_policy():
+  assert runtime.compile_policy(True, 36, 96) == (
+      True, "XLA: 36 programs per step kind <= 96 live")
+  xla, reason = runtime.compile_policy(True, 455, 96)
+  assert not xla and reason.startswith("graph mode: 455 configurations exceed")
+  assert runtime.compile_policy(False, 3, 96) == (False, "graph mode (--nojit_compile)")
+
+
+def test_programs_keep_at_most_max_live_and_retrace_evicted_ones():
+  calls = []
+  programs = trainer_lib.Programs(lambda config, x: calls.append(config) or x * len(config),
+                                  jit_compile=False, max_live=2)
+  for config in [(1,), (1, 2), (1,), (1, 2, 3), (1, 2)]:
+    programs(config, tf.constant(2.0))
+  # (1,2) was evicted by (1,2,3) and traced again: 4 traces, 2 alive, 2 evictions.
+  assert calls == [(1,), (1, 2), (1, 2, 3), (1, 2)]
+  assert (programs.traces, programs.live, programs.evictions) == (4, 2, 2)

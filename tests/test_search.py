@@ -221,6 +221,57 @@ def test_one_search_epoch_under_tfds_mock(tmp_path, dataset, image_size):
   assert sum(results["model_steps"]) == 32 // 16
 
 
+@pytest.mark.parametrize("space, dataset, image_size, configs", [
+    ("resnet18", "cifar10", 0, "3,2,2,2;1,1,1,6"),
+    ("resnet50", "cifar100", 0, "3,4,6,3;1,1,13,1"),
+    # Food101's search: ResNet50 at 224 px, ImageNet stem (the flagfile's first steps).
+    ("resnet50", "food101", 224, "3,4,6,3;9,4,2,1")])
+def test_larger_spaces_search_under_tfds_mock(tmp_path, space, dataset, image_size, configs):
+  with tfds.testing.mock_data(num_examples=16):
+    results = search.run_search(
+        search.SearchConfig(dataset=dataset, image_size=image_size, space=space,
+                            configs=configs, num_models=2, epochs=1, batch_size=4,
+                            eval_batch_size=8, downsample="conv", progress=False,
+                            jit_compile=False, final_eval="top:1"),
+        str(tmp_path / space))
+  assert results["space"] == space
+  evaluated = [c for c in results["configs"] if c["estimated_accuracy"] is not None]
+  assert len(evaluated) == 1 and results["evaluated_configs"] == 1
+  assert results["best"]["index"] == evaluated[0]["index"] == results["ranking"][0]
+  assert sum(results["model_steps"]) == 8 // 4
+  described = _read(str(tmp_path / space), "search_space.json")
+  assert described["name"] == space and len(described["searched"]) == 2
+
+
+def test_final_evaluation_of_top_and_random_configurations(tiny_folder, tmp_path):
+  cfg = _cfg(tiny_folder, configs="4,3,3;5,3,2;1,1,8;8,1,1", final_eval="top:1,random:1")
+  results = search.run_search(cfg, str(tmp_path / "run"))
+  records = {c["index"]: c for c in results["configs"]}
+  evaluated = [i for i, c in records.items() if c["estimated_accuracy"] is not None]
+  assert len(evaluated) == 2 and results["evaluated_configs"] == 2
+  # The top one by score (W of its assigned set) is among them.
+  top = max(records.values(), key=lambda c: (c["score"], -c["index"]))
+  assert top["index"] in evaluated
+  for c in records.values():
+    evaluated_here = c["index"] in evaluated
+    # Assigned pairs only (the default with a subset); the others are not evaluated.
+    assert sum(a is not None for a in c["accuracy_per_model"]) == int(evaluated_here)
+    assert (c["rank"] is not None) == evaluated_here
+  assert sorted(results["ranking"]) == sorted(evaluated)
+  with open(os.path.join(str(tmp_path / "run"), "ranking.csv")) as f:
+    assert len(f.read().splitlines()) == 3
+
+
+def test_compile_policy_falls_back_to_graph_mode_beyond_the_live_bound(tiny_folder, tmp_path):
+  cfg = _cfg(tiny_folder, jit_compile=True, deterministic=False, max_live_programs=2)
+  results = search.run_search(cfg, str(tmp_path / "run"))
+  assert results["compile_policy"].startswith("graph mode: 3 configurations exceed")
+  assert results["programs"]["search_step"]["live"] <= 2
+  assert results["programs"]["search_step"]["evicted"] >= 1
+  assert results["time_to_first_step_seconds"] > 0
+  assert 0 < results["compile_share"] < 1
+
+
 def test_short_real_search_on_cifar10_folder(cifar10_folder, tmp_path):
   cfg = search.SearchConfig(
       dataset=f"folder:{cifar10_folder}", configs="4,3,3;1,1,8", num_models=2, epochs=3,

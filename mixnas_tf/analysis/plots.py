@@ -26,7 +26,8 @@ def assignment_matrix(probs, row_labels, path: str, title: str = "p(weight set |
 
 def estimated_accuracy(records, path: str, title: str = "estimated accuracy"):
   """Bar chart of estimated accuracy per configuration (reference order), best marked."""
-  records = sorted(records, key=lambda r: r["index"])
+  records = sorted((r for r in records if r["estimated_accuracy"] is not None),
+                   key=lambda r: r["index"])
   values = [r["estimated_accuracy"] for r in records]
   labels = [spaces.format_stages(r["stages"]) for r in records]
   best = int(np.argmax(values))

@@ -24,12 +24,14 @@ from mixnas_tf.methods import estimators
 from mixnas_tf.methods import evaluate
 from mixnas_tf.methods import mixture
 from mixnas_tf.nn import network
+from mixnas_tf.nn import ops
 from mixnas_tf.training import loop
 from mixnas_tf.training import runtime
 from mixnas_tf.training import trainer as trainer_lib
 
 # Flags that may change when a run is resumed: they do not change its results.
-RESUMABLE_FIELDS = frozenset({"tfds_data_dir", "log_every", "progress", "jit_compile"})
+RESUMABLE_FIELDS = frozenset({"tfds_data_dir", "log_every", "progress", "jit_compile",
+                              "max_live_programs"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +59,7 @@ class SearchConfig:
   weight_decay: float = 0.0
   precision: str = "float32"
   jit_compile: bool = True
+  max_live_programs: int = trainer_lib.DEFAULT_MAX_LIVE_PROGRAMS
   seed: int = 0
   final_eval: str = "all_pairs"
   estimate: str = "assigned"
@@ -70,7 +73,6 @@ class SearchConfig:
                             momentum=self.momentum, weight_decay=self.weight_decay)
 
 
-FINAL_EVALS = ("all_pairs", "assigned")
 ESTIMATES = tuple(estimators.ESTIMATORS)
 
 
@@ -98,20 +100,22 @@ def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config
        "--train_size and --val_size must be >= 0 (0 = the whole split)"),
       (cfg.learning_rate > 0 and cfg.min_learning_rate >= 0,
        "--learning_rate must be > 0 and --min_learning_rate >= 0"),
-      (cfg.final_eval in FINAL_EVALS,
-       f"--final_eval must be one of {', '.join(FINAL_EVALS)} (received {cfg.final_eval})"),
+
       (cfg.estimate in ESTIMATES,
        f"--estimate must be one of {', '.join(ESTIMATES)} (received {cfg.estimate})"),
-      (cfg.final_eval == "all_pairs" or cfg.estimate not in estimators.NEEDS_ALL_PAIRS,
+      (evaluate.parse_final_eval(cfg.final_eval).pairs == "all_pairs"
+       or cfg.estimate not in estimators.NEEDS_ALL_PAIRS,
        f"--estimate={cfg.estimate} needs every (configuration, weight set) pair evaluated: "
        "use --final_eval=all_pairs, or --estimate=assigned"),
       (cfg.precision in runtime.PRECISIONS,
        f"--precision must be one of {', '.join(runtime.PRECISIONS)} (received {cfg.precision})"),
-      (cfg.downsample in ("maxpool", "conv", "avgpool"),
-       f"--downsample must be one of maxpool, conv, avgpool (received {cfg.downsample})"),
+      (cfg.downsample in ops.FIXED,
+       f"--downsample must be one of {', '.join(ops.FIXED)} (received {cfg.downsample})"),
       (cfg.batchnorm in ("batch_stats", "standard"),
        f"--batchnorm must be batch_stats or standard (received {cfg.batchnorm})"),
       (cfg.log_every >= 1, f"--log_every must be >= 1 (received {cfg.log_every})"),
+      (cfg.max_live_programs >= 1,
+       f"--max_live_programs must be >= 1 (received {cfg.max_live_programs})"),
   ]
   for ok, message in checks:
     if not ok:
@@ -150,6 +154,7 @@ def run_search(cfg: SearchConfig, workdir: str,
 
 def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: str,
                 after_step) -> dict | None:
+  started = time.perf_counter()
   dataset, train, val = load_search_data(cfg)
   steps = data_lib.steps_per_epoch(train, cfg.batch_size)
   resumed = workdir_lib.prepare(
@@ -173,18 +178,23 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
   model = network.SwitchableResNet(
       space=space.name, configs=configs, num_models=cfg.num_models,
       num_classes=dataset.num_classes, downsample=cfg.downsample, batchnorm=cfg.batchnorm,
+      image_size=dataset.image_size,
       mean=dataset.mean, std=dataset.std)
   mixture_state = trainer_lib.MixtureState(len(configs), cfg.num_models, cfg.seed,
                                     shared=cfg.shared_epochs > 0)
   # Epochs of one shared SuperNet before the K sets split from it (none when K = 1).
   shared_epochs = cfg.shared_epochs if cfg.num_models > 1 else 0
+  xla, policy = runtime.compile_policy(cfg.jit_compile, len(configs), cfg.max_live_programs)
+  logging.info("Compile policy: %s.", policy)
   trainer = trainer_lib.Trainer(model, cfg.optim(), total_steps=cfg.epochs * steps,
-                         precision=cfg.precision, jit_compile=cfg.jit_compile,
-                         mixture=mixture_state)
+                                precision=cfg.precision, jit_compile=xla,
+                                mixture=mixture_state, max_live_programs=cfg.max_live_programs)
   image_size = dataset.image_size
   samples: list = []  # [config index, model index tensor] per step, in order.
   sequences: dict[int, np.ndarray] = {}
-  compile_time = {"seconds": 0.0}
+  # Compilation (steps that traced) and the time from this process's start of the run to
+  # its first finished step (data loading, building, the first compilation).
+  timing = {"compile_seconds": 0.0, "first_step_seconds": None, "policy": policy}
 
   def epoch_begin(epoch, start_step):
     if epoch >= shared_epochs and bool(mixture_state.shared.numpy()):
@@ -225,7 +235,10 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
     out = trainer.search_step(configs[c], images, labels, val_images, val_labels)
     if trainer.trace_counts()["search_step"] != before:
       out["model"].numpy()  # Wait for the compilation to finish before timing it.
-      compile_time["seconds"] += time.perf_counter() - t0
+      timing["compile_seconds"] += time.perf_counter() - t0
+    if timing["first_step_seconds"] is None:
+      out["model"].numpy()
+      timing["first_step_seconds"] = time.perf_counter() - started
     samples.append((c, out["model"]))
     return out
 
@@ -238,7 +251,8 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
       probs = np.eye(cfg.num_models)[np.zeros(len(configs), int)]  # All on the shared set.
     record = {"search/assignment_entropy": mixture.assignment_entropy(probs),
               "compile/search_step_traces": trainer.trace_counts()["search_step"],
-              "compile/seconds": compile_time["seconds"]}
+              "compile/seconds": timing["compile_seconds"],
+              "compile/live_programs": trainer.search_step.live}
     # The epoch's weight-set indices were left on the device during the epoch; fetch
     # them once, so checkpoints only ever serialise ints.
     samples[-steps:] = [(c, int(m)) for c, m in samples[-steps:]]
@@ -251,11 +265,13 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
 
   def state():
     return {"samples": [[c, int(m)] for c, m in samples],
-            "compile_seconds": compile_time["seconds"]}
+            "compile_seconds": timing["compile_seconds"],
+            "first_step_seconds": timing["first_step_seconds"]}
 
   def restore(extra):
     samples[:] = [tuple(s) for s in extra.get("samples", [])]
-    compile_time["seconds"] = extra.get("compile_seconds", 0.0)
+    timing["compile_seconds"] = extra.get("compile_seconds", 0.0)
+    timing["first_step_seconds"] = extra.get("first_step_seconds")
 
   hooks = loop.LoopHooks(batches=batches, step=step, epoch_begin=epoch_begin,
                          epoch_end=epoch_end, state=state, restore=restore,
@@ -268,4 +284,5 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
   history = workdir_lib.read_json(os.path.join(workdir, "state.json"))["history"]
   return evaluate.finish_search(
       cfg=cfg, space=space, configs=configs, dataset=dataset, val=val, trainer=trainer,
-      workdir=workdir, history=history, samples=[[c, int(m)] for c, m in samples])
+      workdir=workdir, history=history, samples=[[c, int(m)] for c, m in samples],
+      compile_policy=policy)

@@ -156,7 +156,7 @@ def build(cfg: StandaloneConfig, space, config, dataset) -> network.SwitchableRe
   return network.SwitchableResNet(
       space=space.name, configs=[config], num_models=1, num_classes=dataset.num_classes,
       downsample=cfg.downsample, batchnorm="standard", mean=dataset.mean, std=dataset.std,
-      **learned)
+      image_size=dataset.image_size, **learned)
 
 
 def train_standalone(cfg: StandaloneConfig, workdir: str,

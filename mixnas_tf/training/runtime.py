@@ -50,3 +50,21 @@ def check_determinism(deterministic: bool, jit_compile: bool, downsample: str) -
     raise errors.UsageError(
         "--deterministic with --downsample=maxpool needs --nojit_compile: TensorFlow has "
         "no deterministic XLA max-pool gradient (avgpool and conv work with XLA)")
+
+
+def compile_policy(jit_compile: bool, num_programs: int, max_live: int) -> tuple[bool, str]:
+  """Whether to XLA-compile steps that need `num_programs` programs (one per
+  configuration), and why.
+
+  Measured (BUILD_NOTES.md, "Compile policy"): a dropped XLA program is never freed (its
+  executable stays in XLA's cache, ~10 MB per ResNet20 step on the CPU) and the process
+  crashed after ~150 of them, while a dropped graph-mode program is freed. So XLA runs
+  when every program stays alive within the bound; beyond it, graph mode with at most
+  `max_live` live programs (the least recently used are traced again when met).
+  """
+  if not jit_compile:
+    return False, "graph mode (--nojit_compile)"
+  if num_programs <= max_live:
+    return True, f"XLA: {num_programs} programs per step kind <= {max_live} live"
+  return False, (f"graph mode: {num_programs} configurations exceed "
+                 f"--max_live_programs={max_live}, and XLA never frees a compiled program")

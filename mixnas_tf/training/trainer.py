@@ -11,8 +11,10 @@ The weight set is a tensor argument everywhere, so the number of compiled functi
 not grow with K.
 """
 
+import collections
 from collections.abc import Iterable
 import dataclasses
+import functools
 import logging as logging_std
 import math
 from typing import Any
@@ -110,6 +112,52 @@ class OptimConfig:
   step_boundaries: tuple[float, ...] = (0.5, 0.75)
 
 
+# The TF process crashed (segfault) after ~150 live XLA-compiled functions (BUILD_NOTES.md);
+# a search of a large space keeps fewer than this many alive.
+DEFAULT_MAX_LIVE_PROGRAMS = 96
+
+
+class Programs:
+  """One compiled function per static configuration, at most `max_live` alive (LRU).
+
+  A configuration fixes every shape of a step, so each is its own program (trace and,
+  with XLA, compilation). Keeping all of them alive does not scale to hundreds of
+  configurations; the least recently used ones are dropped and compiled again on their
+  next use (XLA's persistent cache, when set, makes that a cache read).
+
+  Args:
+    fn: the step, fn(config, *tensors).
+    jit_compile: compile with XLA.
+    max_live: how many programs stay alive.
+  """
+
+  def __init__(self, fn, jit_compile: bool, max_live: int):
+    if max_live < 1:
+      raise ValueError(f"max_live must be >= 1. Received: max_live={max_live}")
+    self._fn, self._jit_compile, self.max_live = fn, bool(jit_compile), int(max_live)
+    self._live: collections.OrderedDict = collections.OrderedDict()
+    self.traces = 0
+    self.evictions = 0
+
+  def __call__(self, config, *args):
+    key = tuple(config)
+    program = self._live.pop(key, None)
+    if program is None:
+      program = tf.function(functools.partial(self._fn, key), jit_compile=self._jit_compile)
+    self._live[key] = program
+    if len(self._live) > self.max_live:
+      self._live.popitem(last=False)
+      self.evictions += 1
+    before = program.experimental_get_tracing_count()
+    out = program(*args)
+    self.traces += program.experimental_get_tracing_count() - before
+    return out
+
+  @property
+  def live(self) -> int:
+    return len(self._live)
+
+
 class Trainer(tf.Module):
   """Compiled steps over one `SwitchableResNet` and its optimizer state.
 
@@ -120,11 +168,13 @@ class Trainer(tf.Module):
     precision: one of PRECISIONS (the model must have been built under that policy).
     jit_compile: compile the steps with XLA.
     mixture: a MixtureState for a search; None otherwise.
+    max_live_programs: compiled programs kept alive per step kind (`Programs`).
   """
 
   def __init__(self, model, optim_config: OptimConfig, total_steps: int,
                precision: str = "float32", jit_compile: bool = True,
-               mixture: MixtureState | None = None):
+               mixture: MixtureState | None = None,
+               max_live_programs: int = DEFAULT_MAX_LIVE_PROGRAMS):
     super().__init__(name="trainer")
     self.model = model
     self.optim_config = optim_config
@@ -139,9 +189,10 @@ class Trainer(tf.Module):
                                      nesterov=optim_config.nesterov)
     self.loss_scale = optim.DynamicLossScale() if precision == "mixed_float16" else None
     self._config_index = {c: i for i, c in enumerate(model.configs)}
-    self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
-    self.search_step = tf.function(self._search_step, jit_compile=jit_compile)
-    self.eval_step = tf.function(self._eval_step, jit_compile=jit_compile)
+    self.jit_compile = bool(jit_compile)
+    self.train_step = Programs(self._train_step, jit_compile, max_live_programs)
+    self.search_step = Programs(self._search_step, jit_compile, max_live_programs)
+    self.eval_step = Programs(self._eval_step, jit_compile, max_live_programs)
 
   def copy_weight_set(self, source: int = 0) -> None:
     """Sets every weight set (weights, BatchNorm statistics, momentum) to set `source`.
@@ -160,8 +211,15 @@ class Trainer(tf.Module):
       value.assign(tf.repeat(value[source:source + 1], k, axis=0))
 
   def trace_counts(self) -> dict[str, int]:
-    return {name: int(getattr(self, name).experimental_get_tracing_count())
+    """Programs traced (and, with XLA, compiled) by each step kind so far."""
+    return {name: getattr(self, name).traces
             for name in ("train_step", "search_step", "eval_step")}
+
+  def program_counts(self) -> dict[str, dict[str, int]]:
+    """Per step kind: programs traced, alive now, and dropped by the LRU bound."""
+    return {name: {"traced": p.traces, "live": p.live, "evicted": p.evictions}
+            for name, p in (("train_step", self.train_step), ("search_step", self.search_step),
+                            ("eval_step", self.eval_step))}
 
   def learning_rate(self, step=None):
     o = self.optim_config
