@@ -78,7 +78,8 @@ def environment() -> dict[str, str]:
 
 
 def prepare(workdir: str, flags: dict[str, Any], ignore: frozenset[str] = frozenset(),
-            extra: dict[str, Any] | None = None) -> bool:
+            extra: dict[str, Any] | None = None,
+            defaults: dict[str, Any] | None = None) -> bool:
   """Creates `workdir` and writes `flags.json` (and `extra` files) before the run starts.
 
   On a work directory that already holds `flags.json`, checks that the flags that decide
@@ -90,6 +91,8 @@ def prepare(workdir: str, flags: dict[str, Any], ignore: frozenset[str] = frozen
     flags: resolved flag values (JSON-able).
     ignore: flag names that may differ on resume.
     extra: {file name: JSON-able object} to write beside flags.json on a fresh start.
+    defaults: the default of every flag: a flag that an older version did not have (absent
+      from a saved flags.json) matches when the run uses its default.
 
   Returns:
     True when the directory holds an earlier run of the same flags (resume).
@@ -98,6 +101,8 @@ def prepare(workdir: str, flags: dict[str, Any], ignore: frozenset[str] = frozen
   flags = json.loads(json.dumps(flags, default=_jsonable))
   if os.path.exists(path):
     saved = read_json(path)
+    known = json.loads(json.dumps(defaults or {}, default=_jsonable))
+    saved = {**{k: v for k, v in known.items() if k in flags and k not in saved}, **saved}
     conflicts = [f"--{k}={saved.get(k)!r} (now {flags.get(k)!r})"
                  for k in sorted(set(saved) | set(flags))
                  if k not in ignore and saved.get(k) != flags.get(k)]

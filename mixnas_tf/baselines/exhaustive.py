@@ -159,7 +159,7 @@ def run_exhaustive(cfg: standalone.StandaloneConfig, workdir: str, *, configs: s
   workdir_lib.prepare(
       directory, {**settings, "configs": [spaces.to_index(space, c) for c in requested],
                   "seeds": seeds, "shard": f"{index}/{count}"},
-      ignore=RESUMABLE_FIELDS,
+      ignore=RESUMABLE_FIELDS, defaults=dataclasses.asdict(standalone.StandaloneConfig()),
       extra={"exhaustive.json": {"configs": [spaces.to_index(space, c) for c in requested],
                                  "shard_configs": [spaces.to_index(space, c) for c in mine],
                                  "space": space.name}})

@@ -208,10 +208,8 @@ def run(cfg: standalone.StandaloneConfig, workdir: str, *, seeds: int = 1,
                                 "from_search": source.get("from_search"),
                                 "rank": source.get("rank")},
                       ignore=RESUMABLE_FIELDS,
-                      extra={"retrain.json": {"config": {
-                          "index": spaces.to_index(space, config),
-                          "stages": list(spaces.to_stages(space, config)),
-                          "code": spaces.to_code_string(config)}, "source": source}})
+                      defaults=dataclasses.asdict(standalone.StandaloneConfig()),
+                      extra={"retrain.json": {"config": config.record(), "source": source}})
   loaded = None
   runs = []
   for seed in range(cfg.seed, cfg.seed + seeds):

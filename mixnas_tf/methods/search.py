@@ -45,6 +45,7 @@ class SearchConfig:
   num_models: int = 4
   shared_epochs: int = 0
   max_temperature: float = 100.0
+  ema_decay: float = 0.9
   epochs: int = 100
   batch_size: int = 128
   eval_batch_size: int = 256
@@ -94,6 +95,8 @@ def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config
        f"--eval_batch_size must be >= 1 (received {cfg.eval_batch_size})"),
       (0.0 < cfg.val_fraction < 1.0,
        f"--val_fraction must be in (0, 1) (received {cfg.val_fraction})"),
+      (0.0 <= cfg.ema_decay < 1.0,
+       f"--ema_decay must be in [0, 1) (received {cfg.ema_decay})"),
       (cfg.max_temperature >= 1.0,
        f"--max_temperature must be >= 1 (received {cfg.max_temperature})"),
       (cfg.train_size >= 0 and cfg.val_size >= 0,
@@ -159,6 +162,7 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
   steps = data_lib.steps_per_epoch(train, cfg.batch_size)
   resumed = workdir_lib.prepare(
       workdir, dataclasses.asdict(cfg), ignore=RESUMABLE_FIELDS,
+      defaults=dataclasses.asdict(SearchConfig()),
       extra={"search_space.json": {
           **spaces.describe(space),
           "searched": [spaces.to_index(space, c) for c in configs],
@@ -181,7 +185,8 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
       image_size=dataset.image_size,
       mean=dataset.mean, std=dataset.std)
   mixture_state = trainer_lib.MixtureState(len(configs), cfg.num_models, cfg.seed,
-                                    shared=cfg.shared_epochs > 0)
+                                           ema_decay=cfg.ema_decay,
+                                           shared=cfg.shared_epochs > 0)
   # Epochs of one shared SuperNet before the K sets split from it (none when K = 1).
   shared_epochs = cfg.shared_epochs if cfg.num_models > 1 else 0
   xla, policy = runtime.compile_policy(cfg.jit_compile, len(configs), cfg.max_live_programs)

@@ -55,6 +55,7 @@ class StandaloneConfig:
   min_learning_rate: float = 0.0
   schedule: str = "cosine"
   step_boundaries: tuple[float, ...] = (0.5, 0.75)
+  step_decay: float = 0.1
   momentum: float = 0.9
   nesterov: bool = False
   weight_decay: float = 5e-4
@@ -89,7 +90,7 @@ class StandaloneConfig:
         schedule=self.schedule, momentum=self.momentum, nesterov=self.nesterov,
         weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
         warmup_steps=self.warmup_epochs * steps_per_epoch,
-        step_boundaries=tuple(self.step_boundaries))
+        step_boundaries=tuple(self.step_boundaries), step_decay=self.step_decay)
 
 
 def validate(cfg: StandaloneConfig) -> tuple[spaces.SearchSpace, spaces.Config]:
@@ -102,6 +103,8 @@ def validate(cfg: StandaloneConfig) -> tuple[spaces.SearchSpace, spaces.Config]:
       (cfg.learning_rate > 0, f"--learning_rate must be > 0 (received {cfg.learning_rate})"),
       (cfg.schedule in ("cosine", "step", "constant"),
        f"--schedule must be cosine, step or constant (received {cfg.schedule})"),
+      (0 < cfg.step_decay <= 1,
+       f"--step_decay must be in (0, 1] (received {cfg.step_decay})"),
       (all(0 < b < 1 for b in cfg.step_boundaries),
        f"--step_boundaries are fractions of training in (0, 1) "
        f"(received {list(cfg.step_boundaries)})"),
@@ -186,7 +189,8 @@ def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded) -
     flags = {k: v for k, v in flags.items() if k not in DIFFSTRIDE_FIELDS}
   if os.path.exists(metrics_path):
     # A finished run: check that it is the same run, without loading any data.
-    workdir_lib.prepare(workdir, flags, ignore=RESUMABLE_FIELDS)
+    workdir_lib.prepare(workdir, flags, ignore=RESUMABLE_FIELDS,
+                        defaults=dataclasses.asdict(StandaloneConfig()))
     logging.info("%s is complete: %s", workdir, metrics_path)
     return workdir_lib.read_json(metrics_path)
   dataset, train, test, test_name = loaded or load_data(cfg)
@@ -194,7 +198,8 @@ def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded) -
   runtime.set_precision(cfg.precision)
   runtime.set_seeds(cfg.seed)
   model = build(cfg, space, config, dataset)
-  workdir_lib.prepare(workdir, flags, ignore=RESUMABLE_FIELDS, extra={
+  workdir_lib.prepare(workdir, flags, ignore=RESUMABLE_FIELDS,
+                      defaults=dataclasses.asdict(StandaloneConfig()), extra={
       "run.json": {"config": config.record(),
                    "model": model.get_config(), "image_size": dataset.image_size,
                    "train_images": len(train), "eval_images": len(test),

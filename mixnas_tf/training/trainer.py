@@ -110,6 +110,7 @@ class OptimConfig:
   label_smoothing: float = 0.0
   warmup_steps: int = 0
   step_boundaries: tuple[float, ...] = (0.5, 0.75)
+  step_decay: float = 0.1
 
 
 # The TF process crashed (segfault) after ~150 live XLA-compiled functions (BUILD_NOTES.md);
@@ -226,7 +227,7 @@ class Trainer(tf.Module):
     return optim.learning_rate(self.step if step is None else step, schedule=o.schedule,
                                base=o.learning_rate, total_steps=self.total_steps,
                                minimum=o.min_learning_rate, warmup_steps=o.warmup_steps,
-                               boundaries=o.step_boundaries)
+                               boundaries=o.step_boundaries, decay=o.step_decay)
 
   def _loss(self, labels, logits):
     smoothing = self.optim_config.label_smoothing

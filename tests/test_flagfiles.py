@@ -1,0 +1,72 @@
+"""Every flagfile under experiments/ names real flags, and its settings validate."""
+
+import dataclasses
+import pathlib
+
+import pytest
+
+from mixnas_tf import errors
+from mixnas_tf import spaces
+from mixnas_tf import workdir as workdir_lib
+from mixnas_tf.methods import search
+from mixnas_tf.methods import standalone
+
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+SEARCH_FILES = sorted(p.name for p in EXPERIMENTS.glob("*.flags")
+                      if not p.name.startswith("retrain_"))
+RETRAIN_FILES = sorted(p.name for p in EXPERIMENTS.glob("retrain_*.flags"))
+
+
+def _read(name: str, config_cls) -> object:
+  """The flagfile's settings as `config_cls` (its fields, typed like their defaults)."""
+  defaults = dataclasses.asdict(config_cls())
+  values = {}
+  for line in (EXPERIMENTS / name).read_text().splitlines():
+    if not line.strip() or line.startswith("#"):
+      continue
+    key, _, text = line.lstrip("-").partition("=")
+    assert key in defaults, f"{name}: --{key} is not a flag of {config_cls.__name__}"
+    default = defaults[key]
+    if isinstance(default, bool):
+      value = text.lower() in ("true", "1")
+    elif isinstance(default, tuple):
+      value = tuple(float(v) for v in text.split(","))
+    elif isinstance(default, (int, float)) and not isinstance(default, bool):
+      value = type(default)(text)
+    else:
+      value = text
+    values[key] = value
+  return config_cls(**values)
+
+
+@pytest.mark.parametrize("name", SEARCH_FILES)
+def test_search_flagfiles_validate(name):
+  cfg = _read(name, search.SearchConfig)
+  space, configs = search.validate(cfg)
+  assert len(configs) >= 2 and space.name == cfg.space
+
+
+@pytest.mark.parametrize("name", RETRAIN_FILES)
+def test_retrain_flagfiles_validate(name):
+  cfg = _read(name, standalone.StandaloneConfig)
+  default = ",".join(map(str, spaces.get_space(cfg.space).default))
+  space, config = standalone.validate(dataclasses.replace(cfg, config=default))
+  assert config.space is space and config.id == default
+
+
+def test_the_paper_flagfiles_are_there():
+  assert {"cifar10_resnet20_m4.flags", "cifar10_resnet18_m4.flags", "cifar100_resnet50_m4.flags",
+          "food101_resnet50_m8.flags"} <= set(SEARCH_FILES)
+  food = _read("food101_resnet50_m8.flags", search.SearchConfig)
+  assert (food.space, food.image_size, food.num_models, food.max_temperature,
+          food.final_eval) == ("resnet50", 224, 8, 300.0, "top:50,random:50")
+
+
+def test_a_flag_added_later_matches_its_default(tmp_path):
+  """A work directory of an older version (without a newer flag) resumes when the run
+  keeps the new flag's default, and is refused otherwise."""
+  workdir = str(tmp_path)
+  workdir_lib.prepare(workdir, {"a": 1})
+  assert workdir_lib.prepare(workdir, {"a": 1, "b": 2}, defaults={"a": 1, "b": 2})
+  with pytest.raises(errors.UsageError, match=r"--b=2 \(now 3\)"):
+    workdir_lib.prepare(workdir, {"a": 1, "b": 3}, defaults={"a": 1, "b": 2})
