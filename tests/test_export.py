@@ -203,3 +203,37 @@ def test_export_replaces_an_incomplete_export_of_the_same_model(finished_run, tm
   (out / "model.keras").unlink()
   export.export(finished_run, str(out))
   assert (out / "model.keras").is_file()
+
+
+@pytest.mark.parametrize("space, config", [("resnet18", "3,2,2,2"), ("resnet50", "1,1,13,1")])
+def test_larger_spaces_train_and_export_plain_keras(space, config, tmp_path):
+  """ResNet18 / ResNet50 (strided convs, strided-identity shortcuts, bottlenecks) through
+  the whole stand-alone path: train, restore from the checkpoint, export, and load the
+  export in a process without mixnas_tf."""
+  cfg = standalone.StandaloneConfig(
+      dataset=f"folder:{_write_folder(tmp_path / 'data')}", space=space, config=config,
+      downsample="conv", epochs=1, batch_size=12, eval_batch_size=8, jit_compile=False,
+      progress=False, holdout_fraction=0.25)
+  run_dir = str(tmp_path / "run")
+  metrics = standalone.train_standalone(cfg, run_dir)
+  assert metrics["config"]["stages"] == [int(v) for v in config.split(",")]
+  info = export.export(run_dir)
+  assert info["config"]["stages"] == metrics["config"]["stages"]
+  images = _pixels(4, 16, seed=3)
+  np.save(tmp_path / "images.npy", images)
+  script = f"""
+import sys
+import numpy as np
+import keras
+model = keras.models.load_model({os.path.join(run_dir, 'export', 'model.keras')!r})
+np.save({str(tmp_path / 'keras.npy')!r}, model.predict(np.load({str(tmp_path / 'images.npy')!r}), verbose=0))
+assert "mixnas_tf" not in sys.modules
+print("ok")
+"""
+  result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+  assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+  model, _ = standalone.restore_model(run_dir)
+  expected = tf.nn.softmax(model(tf.constant(images), training=False)).numpy()
+  np.testing.assert_allclose(np.load(tmp_path / "keras.npy"), expected, atol=1e-5)

@@ -156,3 +156,19 @@ def test_command_line_json_and_error(tmp_path):
   assert out.returncode == 2
   assert out.stderr.strip().splitlines() == [
       "error: --truth and --estimate are required (FILE or FILE:COLUMN)"]
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results"
+
+
+def test_results_of_earlier_versions_still_read():
+  """results.json and table.csv written by mixnas_tf 0.1 (committed under
+  experiments/results) read with every estimator and rank against the truth."""
+  old = str(RESULTS / "study_cifar10" / "search_k4_results.json")
+  truth = rank.read(str(RESULTS / "study_cifar10" / "truth_table.csv"))
+  assert len(truth.values) == 12
+  for estimator in ("estimated_accuracy", "assigned", "max", "mean", "centered"):
+    values = rank.read(f"{old}:{estimator}").values
+    assert len(values) == 12 and all(0 < v < 100 for v in values.values())
+    assert rank.compare(truth.values, values)["num_compared"] == 12
+  assert rank.read(f"{old}:assigned").values == pytest.approx(rank.read(old).values)
