@@ -237,3 +237,23 @@ print("ok")
   model, _ = standalone.restore_model(run_dir)
   expected = tf.nn.softmax(model(tf.constant(images), training=False)).numpy()
   np.testing.assert_allclose(np.load(tmp_path / "keras.npy"), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_runs_export(precision, tmp_path):
+  """A run trained in mixed precision exports: its float32 weights are restored into a
+  float32 network, which the float32 export reproduces (it once failed the check with a
+  traceback, comparing against the network in bfloat16)."""
+  cfg = standalone.StandaloneConfig(
+      dataset=f"folder:{_write_folder(tmp_path / 'data')}", config="4,3,3", epochs=1,
+      batch_size=12, eval_batch_size=8, jit_compile=False, progress=False,
+      holdout_fraction=0.25, precision=precision)
+  run_dir = str(tmp_path / "run")
+  try:
+    assert standalone.train_standalone(cfg, run_dir) is not None
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  info = export.export(run_dir)
+  assert max(info["check"]["max_abs_diff"].values()) <= export.TOLERANCE
+  model, _ = standalone.restore_model(run_dir)
+  assert model.compute_dtype == "float32"

@@ -249,7 +249,9 @@ def export(run_dir: str, out_dir: str | None = None) -> dict:
     }
     bad = {k: float(v) for k, v in diffs.items() if not v <= TOLERANCE}
     if bad:
-      raise RuntimeError(f"exported model differs from {run_dir}'s network: max |diff| {bad}")
+      raise errors.UsageError(
+          f"the exported model differs from {run_dir}'s network by more than {TOLERANCE} "
+          f"(max |difference| of probabilities {bad}); nothing was exported")
     info["check"] = {"images": len(images), "max_abs_diff": {k: float(v)
                                                              for k, v in diffs.items()}}
     workdir_lib.atomic_write_json(os.path.join(tmp, INFO_FILE), info)

@@ -278,8 +278,12 @@ def restore_model(workdir: str) -> tuple[network.SwitchableResNet, dict]:
   previous_policy = keras.mixed_precision.global_policy()
   runtime.set_precision("float32")
   try:
-    model = network.SwitchableResNet.from_config(run["model"])
-    trainer = trainer_lib.Trainer(model, trainer_lib.OptimConfig(), total_steps=1, jit_compile=False)
+    # Float32 whatever the run trained in: the weights are float32, and the export (a
+    # float32 Keras model) is checked against this network.
+    model = network.SwitchableResNet.from_config({**run["model"], "dtype": "float32"})
+    # The run's precision gives the trainer its state (float16's loss scale) to restore.
+    trainer = trainer_lib.Trainer(model, trainer_lib.OptimConfig(), total_steps=1,
+                                  precision=cfg.get("precision", "float32"), jit_compile=False)
     state = checkpoint.Checkpointer(workdir, trainer).restore()
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
