@@ -5,8 +5,10 @@ Flag defaults come from each command's config dataclass, so a default lives in o
 
 import functools
 import os
+import signal
 import sys
 
+from absl import app
 from absl import flags
 from absl import logging
 
@@ -86,13 +88,13 @@ def enable_xla_cache(directory: str | None, workdir: str) -> None:
   TensorFlow was imported but before any step ran, takes effect. A user's own
   TF_XLA_FLAGS setting of the cache wins.
   """
-  if directory == "none":
-    return
+  if directory == "none" or not FLAGS["jit_compile"].value:
+    return  # Graph mode compiles nothing (and a refused run must create nothing).
   existing = os.environ.get("TF_XLA_FLAGS", "")
   if "tf_xla_persistent_cache_directory" in existing:
     return
+  # XLA creates the directory at its first compilation, not before.
   directory = os.path.abspath(directory or os.path.join(workdir, "xla_cache"))
-  os.makedirs(directory, exist_ok=True)
   os.environ["TF_XLA_FLAGS"] = (
       f"{existing} --tf_xla_persistent_cache_directory={directory}".strip())
 
@@ -162,12 +164,29 @@ def standalone_values(config_cls, **overrides):
 
 
 def parse_flags(argv):
-  """absl flag parsing whose errors are one line and exit 2 (no usage dump)."""
+  """absl flag parsing whose errors are one line and exit 2 (no usage dump); --help and
+  --helpfull exit 0 (absl exits 1)."""
   try:
     return FLAGS(argv)
   except flags.Error as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except SystemExit as e:
+    if e.code == 1 and any(a.split("=")[0] in ("--help", "-h", "--helpfull", "--helpshort",
+                                               "-?") for a in argv[1:]):
+      sys.exit(0)
+    raise
+
+
+def run(main) -> None:
+  """Runs an entry point: its flags and the shared ones (defined here, in cli) listed by
+  --help, one-line errors (`guarded`), exit status 0 when it returns."""
+  shared = FLAGS.get_key_flags_for_module(sys.modules[__name__])
+  for module in (sys.modules["__main__"].__name__, sys.argv[0]):
+    for flag in shared:
+      FLAGS.register_key_flag_for_module(module, flag)
+  app.run(guarded(main), flags_parser=parse_flags)
+  sys.exit(0)
 
 
 def check_no_positional(argv) -> None:
@@ -188,16 +207,29 @@ def exit_interrupted() -> None:
   sys.exit(130)
 
 
+def _interrupt(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt
+
+
 def guarded(main):
-  """Turns UsageError into `error: <message>` on stderr and exit status 2."""
+  """Turns UsageError into `error: <message>` on stderr and exit status 2, and Ctrl-C or
+  SIGTERM outside the training loop (which checkpoints them itself: loop.GracefulStop),
+  e.g. while loading data or in the final evaluation, into one line and exit status 130."""
 
   @functools.wraps(main)
   def wrapper(argv):
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
       return main(argv)
     except errors.UsageError as e:
       logging.flush()
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
+    except KeyboardInterrupt:
+      logging.flush()
+      print("interrupted: finished work is kept; run the same command again to resume",
+            file=sys.stderr)
+      sys.exit(130)
 
   return wrapper

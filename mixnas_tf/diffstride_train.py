@@ -20,9 +20,7 @@ them across resumes). experiments/bench_diffstride.md has the measurements.
 """
 
 import dataclasses
-import sys
 
-from absl import app
 from absl import flags
 
 from mixnas_tf import cli
@@ -76,5 +74,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(cli.guarded(main), flags_parser=cli.parse_flags)
-  sys.exit(0)
+  cli.run(main)

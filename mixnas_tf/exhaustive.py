@@ -29,7 +29,6 @@ from collections.abc import Iterable
 import os
 import sys
 
-from absl import app
 from absl import flags
 
 from mixnas_tf import cli
@@ -103,5 +102,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(cli.guarded(main), flags_parser=cli.parse_flags)
-  sys.exit(0)
+  cli.run(main)

@@ -16,9 +16,7 @@ Both model forms normalise the pixels inside and output class probabilities.
 """
 
 import os
-import sys
 
-from absl import app
 from absl import flags
 
 from mixnas_tf import cli
@@ -47,5 +45,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(cli.guarded(main), flags_parser=cli.parse_flags)
-  sys.exit(0)
+  cli.run(main)

@@ -33,9 +33,7 @@ compared. Ties are broken by reference number.
 """
 
 import json
-import sys
 
-from absl import app
 from absl import flags
 
 from mixnas_tf import cli
@@ -77,5 +75,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(cli.guarded(main), flags_parser=cli.parse_flags)
-  sys.exit(0)
+  cli.run(main)

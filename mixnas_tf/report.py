@@ -20,7 +20,6 @@ import os
 import shlex
 import sys
 
-from absl import app
 from absl import flags
 
 from mixnas_tf import cli
@@ -57,5 +56,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(cli.guarded(main), flags_parser=cli.parse_flags)
-  sys.exit(0)
+  cli.run(main)

@@ -19,9 +19,7 @@ experiments/compare_default.py call; `main` only reads flags.
 from collections.abc import Iterable
 import dataclasses
 import os
-import sys
 
-from absl import app
 from absl import flags
 
 from mixnas_tf import cli
@@ -90,5 +88,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(cli.guarded(main), flags_parser=cli.parse_flags)
-  sys.exit(0)
+  cli.run(main)

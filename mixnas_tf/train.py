@@ -9,9 +9,7 @@ At the end: results.json, ranking.csv, assignment.png, estimated_accuracy.png.
 """
 
 import dataclasses
-import sys
 
-from absl import app
 from absl import flags
 
 from mixnas_tf import cli
@@ -87,5 +85,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(cli.guarded(main), flags_parser=cli.parse_flags)
-  sys.exit(0)
+  cli.run(main)

@@ -31,9 +31,7 @@ KerasTuner with the same id and resumes from its checkpoint.
 """
 
 import os
-import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -94,5 +92,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(cli.guarded(main), flags_parser=cli.parse_flags)
-  sys.exit(0)
+  cli.run(main)

@@ -1,5 +1,9 @@
-"""Work directories: resolved flags written first, conflict checks on resume, atomic writes."""
+"""Work directories: one process each (a lock), resolved flags written first, conflict
+checks on resume, atomic writes that follow the umask."""
 
+import contextlib
+import fcntl
+import functools
 import json
 import os
 import platform
@@ -9,9 +13,98 @@ from typing import Any
 
 from mixnas_tf import errors
 
+LOCK_FILE = ".lock"
+# Work directories this process holds: path -> open lock file (the lock lives as long as
+# the file stays open, and the OS releases it when the process ends, crash included).
+_HELD: dict[str, Any] = {}
+
+
+def _umask_mode(mode: int = 0o666) -> int:
+  umask = os.umask(0)
+  os.umask(umask)
+  return mode & ~umask
+
+
+def ensure_dir(workdir: str) -> str:
+  """Creates `workdir` (and parents); errors.UsageError in one line when it cannot."""
+  workdir = os.path.abspath(workdir)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise errors.UsageError(f"work directory {workdir} exists and is not a directory; "
+                            "choose another --workdir")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise errors.UsageError(f"cannot create work directory {workdir}: {e.strerror}") from None
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise errors.UsageError(f"work directory {workdir} is not writable; choose another "
+                            "--workdir")
+  return workdir
+
+
+def acquire(workdir: str) -> str:
+  """Holds `workdir` for this process: a second process is refused in one line.
+
+  `fcntl.flock` on WORKDIR/.lock, re-entrant within a process; the lock lasts until
+  `release` (see `held`) or the end of the process, crash included.
+  """
+  workdir = ensure_dir(workdir)
+  if workdir in _HELD:
+    return workdir
+  handle = open(os.path.join(workdir, LOCK_FILE), "a+")  # pylint: disable=consider-using-with
+  try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    handle.seek(0)
+    owner = handle.read().strip() or "another process"
+    handle.close()
+    raise errors.UsageError(f"work directory {workdir} is in use by {owner}; wait for it "
+                            "to finish or stop it, or choose another --workdir") from None
+  handle.seek(0)
+  handle.truncate()
+  handle.write(f"process {os.getpid()}\n")
+  handle.flush()
+  _HELD[workdir] = handle
+  return workdir
+
+
+def release(workdir: str) -> None:
+  handle = _HELD.pop(os.path.abspath(workdir), None)
+  if handle is not None:
+    handle.close()
+
+
+@contextlib.contextmanager
+def held(workdir: str):
+  """Releases, on exit, the lock of `workdir` if it was acquired inside the block (by
+  `prepare`): a run holds its directory from its first write to its end."""
+  workdir = os.path.abspath(workdir)
+  already = workdir in _HELD
+  try:
+    yield
+  finally:
+    if not already:
+      release(workdir)
+
+
+def holding(fn):
+  """Decorates a run function `fn(config, workdir, ...)`: the work directory's lock, taken
+  by `prepare` inside it, is released when it returns or raises."""
+
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    workdir = kwargs["workdir"] if "workdir" in kwargs else args[1]
+    with held(workdir):
+      return fn(*args, **kwargs)
+
+  return wrapper
+
 
 def atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file and a rename (never half-written)."""
+  """Writes `text` to `path` through a temporary file and a rename (never half-written).
+
+  The file gets the mode a plain `open` would give (0666 less the umask), not the
+  temporary file's private 0600.
+  """
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
@@ -19,6 +112,7 @@ def atomic_write_text(path: str, text: str) -> None:
     with os.fdopen(fd, "w") as f:
       f.write(text)
       f.flush()
+      os.fchmod(f.fileno(), _umask_mode())
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
@@ -40,6 +134,7 @@ def atomic_savefig(figure, path: str) -> None:
   os.close(fd)
   try:
     figure.savefig(tmp, dpi=120, bbox_inches="tight")
+    os.chmod(tmp, _umask_mode())
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -99,6 +194,7 @@ def prepare(workdir: str, flags: dict[str, Any], ignore: frozenset[str] = frozen
   """
   path = os.path.join(workdir, "flags.json")
   flags = json.loads(json.dumps(flags, default=_jsonable))
+  acquire(workdir)
   if os.path.exists(path):
     saved = read_json(path)
     known = json.loads(json.dumps(defaults or {}, default=_jsonable))
@@ -112,10 +208,6 @@ def prepare(workdir: str, flags: dict[str, Any], ignore: frozenset[str] = frozen
           f"{'; '.join(conflicts[:4])}{' ...' if len(conflicts) > 4 else ''}; "
           "use a new --workdir or the same flags to resume")
     return True
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise errors.UsageError(f"cannot create work directory {workdir}: {e.strerror}") from None
   for name, obj in (extra or {}).items():
     atomic_write_json(os.path.join(workdir, name), obj)
   atomic_write_json(os.path.join(workdir, "environment.json"), environment())

@@ -125,6 +125,7 @@ def read_table(path: str) -> list[dict]:
   return rows
 
 
+@workdir_lib.holding
 def run_exhaustive(cfg: standalone.StandaloneConfig, workdir: str, *, configs: str = "all",
                    seeds: int = 1, shard: tuple[int, int] = (0, 1),
                    after_step: Callable[[int], None] | None = None) -> list[dict] | None:

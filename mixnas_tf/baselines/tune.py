@@ -299,6 +299,7 @@ def collect_results(tuner, the_plan: Plan, budget_epochs: int) -> dict:
           "project_dir": tuner.project_dir, "trials": trials, "best": best}
 
 
+@workdir_lib.holding
 def run_tune(base: standalone.StandaloneConfig, workdir: str, *, tuner: str,
              budget_epochs: int, epochs_per_trial: int, configs: str = "all",
              project: str | None = None, hyperband_factor: int = 3,

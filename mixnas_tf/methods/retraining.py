@@ -172,6 +172,7 @@ def summarize(cfg: standalone.StandaloneConfig, runs: list[dict]) -> dict:
   }
 
 
+@workdir_lib.holding
 def run(cfg: standalone.StandaloneConfig, workdir: str, *, seeds: int = 1,
         export: str = "first", source: dict | None = None,
         after_step: Callable[[int], None] | None = None) -> dict | None:

@@ -147,6 +147,7 @@ def load_search_data(cfg: SearchConfig):
   return dataset, train, val
 
 
+@workdir_lib.holding
 def run_search(cfg: SearchConfig, workdir: str,
                after_step: Callable[[int], None] | None = None) -> dict | None:
   """Runs or resumes a search in `workdir`; returns the results, or None if interrupted."""

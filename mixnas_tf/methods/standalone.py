@@ -162,6 +162,7 @@ def build(cfg: StandaloneConfig, space, config, dataset) -> network.SwitchableRe
       image_size=dataset.image_size, **learned)
 
 
+@workdir_lib.holding
 def train_standalone(cfg: StandaloneConfig, workdir: str,
                      after_step: Callable[[int], None] | None = None,
                      loaded=None) -> dict | None:

@@ -1,0 +1,92 @@
+"""Work directories: one process each, files that follow the umask, one-line refusals."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from mixnas_tf import cli
+from mixnas_tf import errors
+from mixnas_tf import workdir as workdir_lib
+
+
+def _run(args, cwd=None):
+  return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                        timeout=300, cwd=cwd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_a_second_process_is_refused_in_one_line(tiny_folder, tmp_path):
+  workdir = str(tmp_path / "run")
+  with workdir_lib.held(workdir):
+    workdir_lib.acquire(workdir)
+    out = _run(["mixnas_tf.train", f"--workdir={workdir}", f"--dataset=folder:{tiny_folder}",
+                "--configs=4,3,3;1,1,8", "--num_models=1", "--epochs=1", "--batch_size=8",
+                "--nojit_compile", "--noprogress"])
+    assert out.returncode == 2, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: work directory") and f"process {os.getpid()}" in last
+    assert "Traceback" not in out.stderr
+    assert not os.path.exists(os.path.join(workdir, "flags.json"))
+  # Released: this process can take it again, and so could another.
+  assert workdir_lib.acquire(workdir) == workdir
+  workdir_lib.release(workdir)
+
+
+def test_the_lock_is_reentrant_and_released(tmp_path):
+  workdir = str(tmp_path / "w")
+  with workdir_lib.held(workdir):
+    workdir_lib.prepare(workdir, {"a": 1})
+    assert workdir_lib.prepare(workdir, {"a": 1})  # Same process: resumes.
+    assert workdir in workdir_lib._HELD  # pylint: disable=protected-access
+  assert workdir not in workdir_lib._HELD  # pylint: disable=protected-access
+
+
+def test_written_files_follow_the_umask(tmp_path):
+  previous = os.umask(0o022)
+  try:
+    workdir_lib.atomic_write_json(str(tmp_path / "a.json"), {"x": 1})
+    assert stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode) == 0o644
+    os.umask(0o077)
+    workdir_lib.atomic_write_text(str(tmp_path / "b.txt"), "x")
+    assert stat.S_IMODE(os.stat(tmp_path / "b.txt").st_mode) == 0o600
+  finally:
+    os.umask(previous)
+  assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
+
+
+def test_a_work_directory_that_is_a_file_is_one_line_and_creates_nothing(tiny_folder,
+                                                                          tmp_path):
+  target = tmp_path / "file"
+  target.write_text("not a directory")
+  before = sorted(os.listdir(tmp_path))
+  out = _run(["mixnas_tf.train", f"--workdir={target}", f"--dataset=folder:{tiny_folder}",
+              "--configs=4,3,3;1,1,8", "--num_models=2", "--epochs=1", "--batch_size=8"])
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1] == (
+      f"error: work directory {target} exists and is not a directory; choose another "
+      "--workdir")
+  assert sorted(os.listdir(tmp_path)) == before and target.read_text() == "not a directory"
+  with pytest.raises(errors.UsageError, match="not a directory"):
+    workdir_lib.ensure_dir(str(target))
+
+
+def test_interrupts_outside_the_loop_are_one_line_and_exit_130(capsys):
+  def main(argv):
+    del argv
+    raise KeyboardInterrupt  # E.g. Ctrl-C while the data loads.
+
+  with pytest.raises(SystemExit) as info:
+    cli.guarded(main)(["prog"])
+  assert info.value.code == 130
+  assert capsys.readouterr().err.startswith("interrupted: ")
+
+
+def test_help_lists_the_shared_flags_and_exits_0():
+  out = _run(["mixnas_tf.train", "--help"])
+  assert out.returncode == 0
+  for flag in ("--dataset", "--batch_size", "--learning_rate", "--seed", "--space",
+               "--workdir", "--num_models"):
+    assert f"  {flag}:" in out.stdout, flag
