@@ -41,3 +41,27 @@ def estimated_accuracy(records, path: str, title: str = "estimated accuracy"):
   ax.set_title(title, fontsize=9)
   workdir_lib.atomic_savefig(fig, path)
   plt.close(fig)
+
+
+def layer_widths(outputs: dict, inners: dict, path: str, title: str = "widths per layer"):
+  """Per layer (stem = 0), the output widths of each named network (bars side by side)
+  and their inner widths (markers): a default, a widened and a pruned network."""
+  names = list(outputs)
+  layers = np.arange(len(next(iter(outputs.values()))))
+  width = 0.8 / len(names)
+  fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(layers) + 2), 3.4))
+  for n, name in enumerate(names):
+    x = layers + (n - (len(names) - 1) / 2) * width
+    ax.bar(x, outputs[name], width=width, label=f"{name}: output")
+    if name in inners:
+      inner = np.asarray(inners[name], float)
+      shown = inner > 0
+      ax.plot(x[shown], inner[shown], "k_", markersize=9, markeredgewidth=2)
+  ax.plot([], [], "k_", markersize=9, markeredgewidth=2, label="inner width")
+  ax.set_xticks(layers, ["stem"] + [str(i) for i in layers[1:]], fontsize=8)
+  ax.set_xlabel("layer")
+  ax.set_ylabel("channels")
+  ax.set_title(title, fontsize=9)
+  ax.legend(fontsize=7)
+  workdir_lib.atomic_savefig(fig, path)
+  plt.close(fig)

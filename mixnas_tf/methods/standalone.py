@@ -74,6 +74,12 @@ class StandaloneConfig:
   # weight of the stride cost penalty (SwitchableResNet.stride_cost).
   smoothness_factor: float = 4.0
   stride_regularizer: float = 0.0
+  # Per-layer widths other than the space's (width search, methods/widths.py): output
+  # widths and inner widths, one per layer; empty: the space's. And the weight of the l1
+  # penalty on the BatchNorm scales that learns channel importance.
+  widths: tuple[int, ...] = ()
+  inner_widths: tuple[int, ...] = ()
+  gamma_l1: float = 0.0
   # `seed` drives initialisation, data order and augmentation; `data_seed` the held-out
   # split and the subsamples, so that runs with several seeds (retrain --seeds, the
   # exhaustive table) are all scored on the same images, and each run's flags.json says
@@ -127,11 +133,18 @@ def validate(cfg: StandaloneConfig) -> tuple[spaces.SearchSpace, spaces.Config]:
        f"--stride_regularizer must be >= 0 (received {cfg.stride_regularizer})"),
       (cfg.stride_regularizer == 0 or cfg.downsample == "diffstride",
        "--stride_regularizer applies to --downsample=diffstride only"),
+      (cfg.gamma_l1 >= 0, f"--gamma_l1 must be >= 0 (received {cfg.gamma_l1})"),
   ]
   for ok, message in checks:
     if not ok:
       raise errors.UsageError(message)
   runtime.check_determinism(cfg.deterministic, cfg.jit_compile, cfg.downsample)
+  if cfg.widths:
+    try:
+      network_space(cfg, space)
+    except ValueError as e:
+      raise errors.UsageError(f"widths {list(cfg.widths)} do not fit {space.name}: {e}") \
+          from None
   return space, config
 
 
@@ -150,6 +163,13 @@ def load_data(cfg: StandaloneConfig):
   return dataset, train, test, test_name
 
 
+def network_space(cfg: StandaloneConfig, space: spaces.SearchSpace) -> spaces.SearchSpace:
+  """The space with the run's own widths, if it has any."""
+  if not cfg.widths:
+    return space
+  return spaces.with_widths(space, cfg.widths, cfg.inner_widths)
+
+
 def build(cfg: StandaloneConfig, space, config, dataset) -> network.SwitchableResNet:
   """The stand-alone network of `config` (K = 1, standard BatchNorm)."""
   learned = {}
@@ -157,15 +177,16 @@ def build(cfg: StandaloneConfig, space, config, dataset) -> network.SwitchableRe
     learned = dict(diffstride={"smoothness_factor": cfg.smoothness_factor},
                    stride_regularizer=cfg.stride_regularizer)
   return network.SwitchableResNet(
-      space=space.name, configs=[config], num_models=1, num_classes=dataset.num_classes,
-      downsample=cfg.downsample, batchnorm="standard", mean=dataset.mean, std=dataset.std,
-      image_size=dataset.image_size, **learned)
+      space=network_space(cfg, space), configs=[config], num_models=1,
+      num_classes=dataset.num_classes, downsample=cfg.downsample, batchnorm="standard",
+      mean=dataset.mean, std=dataset.std, image_size=dataset.image_size,
+      gamma_l1=cfg.gamma_l1, **learned)
 
 
 @workdir_lib.holding
 def train_standalone(cfg: StandaloneConfig, workdir: str,
                      after_step: Callable[[int], None] | None = None,
-                     loaded=None) -> dict | None:
+                     loaded=None, initialize: Callable | None = None) -> dict | None:
   """Trains (or resumes) `cfg.config` from scratch in `workdir`; returns metrics.json.
 
   Args:
@@ -173,16 +194,19 @@ def train_standalone(cfg: StandaloneConfig, workdir: str,
     workdir: the run's directory.
     after_step: test hook called with the global step after each step.
     loaded: optional result of `load_data(cfg)` to share data across runs in a process.
+    initialize: optional `initialize(model)` applied to a fresh network before training
+      (e.g. inherited weights); a resumed run restores its checkpoint instead.
 
   Returns:
     The metrics (also in `workdir/metrics.json`), or None if interrupted.
   """
   validate(cfg)
   with runtime.op_determinism(cfg.deterministic):
-    return _train_standalone(cfg, workdir, after_step, loaded)
+    return _train_standalone(cfg, workdir, after_step, loaded, initialize)
 
 
-def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded) -> dict | None:
+def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded,
+                      initialize=None) -> dict | None:
   space, config = validate(cfg)
   metrics_path = os.path.join(workdir, "metrics.json")
   flags = dataclasses.asdict(cfg)
@@ -199,6 +223,8 @@ def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded) -
   runtime.set_precision(cfg.precision)
   runtime.set_seeds(cfg.seed)
   model = build(cfg, space, config, dataset)
+  if initialize is not None:
+    initialize(model)
   workdir_lib.prepare(workdir, flags, ignore=RESUMABLE_FIELDS,
                       defaults=dataclasses.asdict(StandaloneConfig()), extra={
       "run.json": {"config": config.record(),

@@ -84,7 +84,8 @@ class ResidualBlock(keras.layers.Layer):
   def __init__(self, in_channels: int, out_channels: int, num_models: int = 1,
                downsample: str = "maxpool", can_downsample: bool = True,
                batchnorm: str = "standard", zero_init_residual: bool = False,
-               diffstride: dict[str, Any] | None = None, inner_channels: int = 0, **kwargs):
+               diffstride: dict[str, Any] | None = None, inner_channels: int = 0,
+               has_projection: bool | None = None, **kwargs):
     super().__init__(**kwargs)
     self.op = ops.get(downsample)
     self.in_channels, self.out_channels = int(in_channels), int(out_channels)
@@ -92,7 +93,13 @@ class ResidualBlock(keras.layers.Layer):
     self.num_models, self.can_downsample = int(num_models), bool(can_downsample)
     self.batchnorm, self.zero_init_residual = batchnorm, bool(zero_init_residual)
     self.diffstride = dict(diffstride or {})
-    self.has_projection = self.in_channels != self.out_channels
+    # Where the width changes, and wherever the space says (a pruned network keeps the
+    # projections of the network it was pruned from).
+    self.has_projection = (self.in_channels != self.out_channels if has_projection is None
+                           else bool(has_projection))
+    if self.in_channels != self.out_channels and not self.has_projection:
+      raise ValueError(f"a block from {in_channels} to {out_channels} channels needs a "
+                       "projection shortcut. Received: has_projection=False")
     self.make_branch()
     if self.has_projection:
       self.proj = self._conv(out_channels, 1, in_channels, "proj")
@@ -158,19 +165,21 @@ class ResidualBlock(keras.layers.Layer):
               "out_channels": self.out_channels, "num_models": self.num_models,
               "downsample": self.op.name, "can_downsample": self.can_downsample,
               "batchnorm": self.batchnorm, "zero_init_residual": self.zero_init_residual,
-              "inner_channels": self.inner_channels}
+              "inner_channels": self.inner_channels, "has_projection": self.has_projection}
     if self.op.kind == "learned":
       config["diffstride"] = self.diffstride
     return config
 
 
 class BasicBlock(ResidualBlock):
-  """Two 3x3 convs (ResNet20, ResNet18); the first carries the stride."""
+  """Two 3x3 convs (ResNet20, ResNet18); the first carries the stride. The first conv's
+  output width is `inner_channels` (default: the output width)."""
 
   def make_branch(self):
-    self.conv1 = self._conv(self.out_channels, 3, self.in_channels, "conv1")
-    self.bn1 = self._bn(self.out_channels, "bn1")
-    self.conv2 = self._conv(self.out_channels, 3, self.out_channels, "conv2")
+    inner = self.inner_channels or self.out_channels
+    self.conv1 = self._conv(inner, 3, self.in_channels, "conv1")
+    self.bn1 = self._bn(inner, "bn1")
+    self.conv2 = self._conv(self.out_channels, 3, inner, "conv2")
     self.bn2 = self._bn(self.out_channels, "bn2", last=True)
 
   def branch(self, f, x, op, output_size):

@@ -30,6 +30,7 @@ from mixnas_tf import spaces
 from mixnas_tf.nn import blocks as blocks_lib
 from mixnas_tf.nn import interpret
 from mixnas_tf.nn import ops
+from mixnas_tf.nn import stacked
 
 
 def _forward(f, stem, blocks, head, x, config, plan=None):
@@ -61,7 +62,8 @@ def _parts(space: spaces.SearchSpace, image_size: int, downsample: str, num_clas
   stem = blocks_lib.Stem(widths[0], space.stem_for(image_size), name="stem")
   block_cls = blocks_lib.BLOCKS[space.block]
   blocks = [block_cls(widths[i - 1], widths[i], downsample=downsample, name=f"block{i}",
-                      inner_channels=space.inner_widths[i] if space.inner_widths else 0)
+                      inner_channels=space.inner_width(i),
+                      has_projection=i in space.projections)
             for i in range(1, space.num_layers)]
   return stem, blocks, blocks_lib.Head(num_classes, widths[-1], name="head")
 
@@ -116,9 +118,9 @@ class SwitchableResNet(keras.Model):
                batchnorm: str = "standard", mean: Sequence[float] = (0.5, 0.5, 0.5),
                std: Sequence[float] = (0.25, 0.25, 0.25), image_size: int = 32,
                diffstride: Mapping[str, Any] | None = None, stride_regularizer: float = 0.0,
-               **kwargs):
+               gamma_l1: float = 0.0, **kwargs):
     super().__init__(**kwargs)
-    self.space = spaces.get_space(space) if isinstance(space, str) else space
+    self.space = spaces.get_space(space)
     configs = self.space.configs if configs is None else configs
     try:
       configs = tuple(spaces.check_code(self.space, c) for c in configs)
@@ -140,6 +142,10 @@ class SwitchableResNet(keras.Model):
     self.image_size = int(image_size)
     self.diffstride = dict(diffstride or {})
     self.stride_regularizer = float(stride_regularizer)
+    self.gamma_l1 = float(gamma_l1)
+    if self.gamma_l1 < 0 or (self.gamma_l1 and batchnorm != "standard"):
+      raise ValueError("gamma_l1 is >= 0 and needs affine (standard) BatchNorm. Received: "
+                       f"gamma_l1={gamma_l1}, batchnorm={batchnorm!r}")
     learned = self.op.kind == "learned"
     if learned and len(self.configs) != 1:
       raise ValueError("a diffstride network learns its strides from one initial "
@@ -164,7 +170,7 @@ class SwitchableResNet(keras.Model):
             can_downsample=(i in space_.candidates if learned
                             else any(c[i] for c in self.configs)),
             batchnorm=batchnorm, zero_init_residual=zero_init, name=f"block{i}",
-            inner_channels=space_.inner_widths[i] if space_.inner_widths else 0,
+            inner_channels=space_.inner_width(i), has_projection=i in space_.projections,
             diffstride=({**self.diffstride, "strides": 2.0 if self.configs[0][i] else 1.0}
                         if learned else None), **k)
         for i in range(1, space_.num_layers)
@@ -205,11 +211,21 @@ class SwitchableResNet(keras.Model):
     x = (x - tf.constant(self.mean)) / tf.constant(self.std)
     x = tf.cast(x, self.compute_dtype)
     logits = self.forward(interpret.Execute(model_index, training), x, config, plan)
+    if self.gamma_l1 and training:
+      # Network slimming's sparsity penalty on the BatchNorm scales (methods/widths.py).
+      self.add_loss(self.gamma_l1 * tf.add_n([
+          tf.reduce_sum(tf.abs(tf.gather(layer.gamma.value, model_index)))
+          for layer in self.batchnorms()]))
     if self.op.kind == "learned" and self.stride_regularizer:
       size = [images.shape[a] if images.shape[a] is not None else tf.shape(images)[a]
               for a in (1, 2)]
       self.add_loss(self.stride_regularizer * self.stride_cost(model_index, size))
     return logits
+
+  def batchnorms(self) -> list:
+    """Every BatchNorm layer of the network (stem, blocks)."""
+    return [layer for layer in self._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, stacked.StackedBatchNorm)]
 
   def costs(self, config=None, image_size: int | None = None, plan=None) -> dict[str, int]:
     """{"macs", "params"} of one image through `config` (one weight set's parameters).
@@ -255,13 +271,18 @@ class SwitchableResNet(keras.Model):
       keras.config.set_dtype_policy(previous)
 
   def get_config(self):
-    config = {**super().get_config(), "space": self.space.name,
+    # A registered space by name; another one (e.g. pruned widths) by its fields.
+    registered = spaces.SPACES.get(self.space.name) == self.space
+    config = {**super().get_config(),
+              "space": self.space.name if registered else self.space.to_dict(),
               "configs": [list(c) for c in self.configs], "num_models": self.num_models,
               "num_classes": self.num_classes, "downsample": self.downsample,
               "batchnorm": self.batchnorm, "mean": list(self.mean), "std": list(self.std),
               "image_size": self.image_size}
     if self.op.kind == "learned":
       config.update(diffstride=self.diffstride, stride_regularizer=self.stride_regularizer)
+    if self.gamma_l1:
+      config["gamma_l1"] = self.gamma_l1
     return config
 
   # DiffStride networks ----------------------------------------------------------------

@@ -21,14 +21,21 @@ from mixnas_tf.spaces.spec import parse_configs
 from mixnas_tf.spaces.spec import to_code_string
 from mixnas_tf.spaces.spec import to_index
 from mixnas_tf.spaces.spec import to_stages
+from mixnas_tf.spaces.spec import with_widths
 
 __all__ = ["BLOCKS", "Config", "SPACES", "SearchSpace", "check_code", "describe",
            "downsample_layers", "format_stages", "from_index", "from_stages", "get_space",
-           "parse_config", "parse_configs", "to_code_string", "to_index", "to_stages"]
+           "parse_config", "parse_configs", "to_code_string", "to_index", "to_stages",
+           "with_widths"]
 
 
-def get_space(name: str) -> SearchSpace:
-  """The registered search space called `name`; errors.UsageError if there is none."""
+def get_space(name) -> SearchSpace:
+  """The registered search space called `name` (a SearchSpace, or the dict of one, is
+  returned as it is); errors.UsageError if there is none."""
+  if isinstance(name, SearchSpace):
+    return name
+  if isinstance(name, dict):
+    return SearchSpace.from_dict(name)
   try:
     return SPACES[name]
   except KeyError:

@@ -55,7 +55,11 @@ class SearchSpace:
       "auto": "imagenet" for inputs of at least IMAGENET_STEM_MIN_SIZE pixels.
     zero_init_residual: stand-alone networks (standard BatchNorm) start each block's
       last BatchNorm at gamma = 0, as the reference's ResNet18/50 retraining does.
-    projections: layers whose shortcut is a 1x1 conv + BN (where the width changes).
+    projection_layers: layers whose shortcut is a 1x1 conv + BN; empty: where the width
+      changes (`projections`). Set explicitly by width search (widths.py), whose pruned
+      widths may happen to match where the original network had a projection.
+    inner_widths: also for "basic" blocks: the width of the first conv's output (default,
+      empty or 0: the block's output width).
   """
 
   name: str
@@ -69,6 +73,7 @@ class SearchSpace:
   stem: str = "cifar"
   inner_widths: tuple[int, ...] = ()
   zero_init_residual: bool = False
+  projection_layers: tuple[int, ...] = ()
 
   def __post_init__(self):
     # Validated once here so that every function below can trust the space.
@@ -82,6 +87,17 @@ class SearchSpace:
     if self.block == "bottleneck" and len(self.inner_widths) != len(self.widths):
       raise ValueError("a bottleneck space gives inner_widths for every layer. "
                        f"Received: inner_widths={self.inner_widths}")
+    if self.inner_widths and (len(self.inner_widths) != len(self.widths)
+                              or any(w < 0 for w in self.inner_widths)):
+      raise ValueError("inner_widths gives one width >= 0 per layer (0: the output width). "
+                       f"Received: inner_widths={self.inner_widths}")
+    if any(not 1 <= p < len(self.widths) for p in self.projection_layers):
+      raise ValueError("projection_layers are block layers in 1.."
+                       f"{len(self.widths) - 1}. Received: {self.projection_layers}")
+    for i in range(1, len(self.widths)):
+      if self.widths[i - 1] != self.widths[i] and i not in self.projections:
+        raise ValueError(f"layer {i} changes the width ({self.widths[i - 1]} -> "
+                         f"{self.widths[i]}) without a projection shortcut")
     if (list(self.candidates) != sorted(set(self.candidates)) or
         any(not 1 <= c < len(self.widths) for c in self.candidates)):
       raise ValueError(
@@ -105,7 +121,25 @@ class SearchSpace:
 
   @property
   def projections(self) -> tuple[int, ...]:
+    """Layers whose shortcut is a 1x1 conv + BN projection."""
+    if self.projection_layers:
+      return self.projection_layers
     return tuple(i for i in range(1, self.num_layers) if self.widths[i - 1] != self.widths[i])
+
+  def inner_width(self, layer: int) -> int:
+    """The inner width of block `layer` (a basic block's first conv output, a
+    bottleneck's 1x1 and 3x3 convs)."""
+    inner = self.inner_widths[layer] if self.inner_widths else 0
+    return inner or self.widths[layer]
+
+  def to_dict(self) -> dict[str, Any]:
+    """JSON-able fields; `SearchSpace.from_dict` inverts it."""
+    return {f.name: (list(v) if isinstance(v, tuple) else v)
+            for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
+  @classmethod
+  def from_dict(cls, fields: dict[str, Any]) -> "SearchSpace":
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
   @functools.cached_property
   def configs(self) -> tuple["Config", ...]:
@@ -332,6 +366,21 @@ def parse_configs(space: SearchSpace, text: str) -> tuple[Config, ...]:
   return tuple(configs)
 
 
+def with_widths(space: SearchSpace, widths, inner_widths=(), name: str | None = None
+                ) -> SearchSpace:
+  """The same space with other per-layer widths (a widened or a pruned network).
+
+  Projection shortcuts stay where `space` has them, whatever the new widths.
+  """
+  widths = tuple(int(w) for w in widths)
+  inner = tuple(int(w) for w in inner_widths) if inner_widths else ()
+  if space.block == "bottleneck" and not inner:
+    raise ValueError("a bottleneck space needs its inner widths")
+  return dataclasses.replace(
+      space, name=name or f"{space.name}-w", widths=widths, inner_widths=inner,
+      projection_layers=space.projections)
+
+
 def describe(space: SearchSpace) -> dict[str, Any]:
   """A JSON-able description of `space`, for work directories."""
   return {
@@ -341,6 +390,7 @@ def describe(space: SearchSpace) -> dict[str, Any]:
       "default": list(space.default), "stem_in_stages": space.stem_in_stages,
       "reference_base": space.reference_base, "num_layers": space.num_layers,
       "zero_init_residual": space.zero_init_residual,
+      "projections": list(space.projections),
       "num_configs": space.num_configs,
       "configs": [c.record() for c in space.configs],
   }
