@@ -132,7 +132,7 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
           checkpointer.save(snapshot(epoch, step + 1, sums))
           writer.flush()
           logging.warning("Stopped at epoch %d step %d; checkpointed. Run the same command "
-                          "again to resume.", epoch, step + 1)
+                          "again to resume.", epoch + 1, step + 1)
           return "interrupted"
       if last + 1 < steps_per_epoch:
         raise RuntimeError(f"the input pipeline ended after {last + 1} of {steps_per_epoch} "
@@ -149,6 +149,6 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
       state["history"].append(record)
       state = snapshot(epoch + 1, 0, {})
       checkpointer.save(state)
-      logging.info("epoch %d: %s", epoch, ", ".join(
+      logging.info("epoch %d/%d: %s", epoch + 1, epochs, ", ".join(
           f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
   return "completed"
