@@ -78,25 +78,54 @@ def define_run_flags(defaults) -> None:
 def define_xla_cache_flag() -> None:
   flags.DEFINE_string("xla_cache_dir", None, "Directory of XLA's persistent compilation "
                       "cache (default: WORKDIR/xla_cache), so that a resumed or repeated run "
-                      "does not compile its steps again. 'none' disables it.")
+                      "(another --seed included) does not compile its steps again; several "
+                      "runs may share one. 'none' disables it.")
 
 
-def enable_xla_cache(directory: str | None, workdir: str) -> None:
-  """Points XLA's persistent compilation cache at `directory` (before the first compile).
+def _command_line_values(argv) -> dict[str, str]:
+  """--name=value, --name and --noname from `argv` and its --flagfile files (one level)."""
+  values = {}
+  for arg in argv:
+    if arg.startswith("--flagfile="):
+      try:
+        with open(os.path.expanduser(arg.split("=", 1)[1])) as f:
+          values.update(_command_line_values(
+              [line.strip() for line in f if line.strip().startswith("--")]))
+      except OSError:
+        pass  # absl reports an unreadable flagfile in its own words.
+    elif arg.startswith("--") and "=" in arg:
+      name, value = arg[2:].split("=", 1)
+      values[name] = value
+    elif arg.startswith("--no"):
+      values[arg[4:]] = "false"
+    elif arg.startswith("--"):
+      values[arg[2:]] = "true"
+  return values
 
-  TF reads TF_XLA_FLAGS when it compiles the first XLA cluster, so setting it here, after
-  TensorFlow was imported but before any step ran, takes effect. A user's own
-  TF_XLA_FLAGS setting of the cache wins.
+
+def preset_xla_cache(argv=None) -> str | None:
+  """Points XLA's persistent compilation cache at --xla_cache_dir (default WORKDIR/xla_cache)
+  *before TensorFlow starts*: entry points call it before importing anything that imports
+  TensorFlow.
+
+  TF reads TF_XLA_FLAGS once, when its first op (or absl's app.run) initialises it;
+  setting it later silently does nothing (measured: BUILD_NOTES.md). Nothing is set for
+  --nojit_compile or --xla_cache_dir=none, nor over a user's own setting; XLA creates the
+  directory at its first compilation. Returns the directory, or None.
   """
-  if directory == "none" or not FLAGS["jit_compile"].value:
-    return  # Graph mode compiles nothing (and a refused run must create nothing).
+  values = _command_line_values(sys.argv[1:] if argv is None else argv)
+  if values.get("jit_compile", "true").lower() in ("false", "0"):
+    return None
+  directory = values.get("xla_cache_dir")
+  if not directory and values.get("workdir"):
+    directory = os.path.join(os.path.expanduser(values["workdir"]), "xla_cache")
   existing = os.environ.get("TF_XLA_FLAGS", "")
-  if "tf_xla_persistent_cache_directory" in existing:
-    return
-  # XLA creates the directory at its first compilation, not before.
-  directory = os.path.abspath(directory or os.path.join(workdir, "xla_cache"))
+  if not directory or directory == "none" or "tf_xla_persistent_cache_directory" in existing:
+    return None
+  directory = os.path.abspath(os.path.expanduser(directory))
   os.environ["TF_XLA_FLAGS"] = (
       f"{existing} --tf_xla_persistent_cache_directory={directory}".strip())
+  return directory
 
 
 def define_standalone_flags(defaults, skip=frozenset()) -> None:

@@ -24,8 +24,12 @@ import dataclasses
 from absl import flags
 
 from mixnas_tf import cli
-from mixnas_tf import spaces
-from mixnas_tf.methods import standalone
+
+# XLA reads its flags when TensorFlow starts: the cache is set before any import of it.
+cli.preset_xla_cache()
+
+from mixnas_tf import spaces  # pylint: disable=wrong-import-position
+from mixnas_tf.methods import standalone  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 
@@ -59,7 +63,6 @@ def main(argv):
   cli.check_no_positional(argv)
   workdir = cli.required_workdir(FLAGS.workdir)
   cfg = config_from_flags()
-  cli.enable_xla_cache(FLAGS.xla_cache_dir, workdir)
   metrics = standalone.train_standalone(cfg, workdir)
   if metrics is None:
     cli.exit_interrupted()

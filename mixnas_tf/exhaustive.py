@@ -32,9 +32,13 @@ import sys
 from absl import flags
 
 from mixnas_tf import cli
-from mixnas_tf import errors
-from mixnas_tf.baselines import exhaustive as lib
-from mixnas_tf.methods import standalone
+
+# XLA reads its flags when TensorFlow starts: the cache is set before any import of it.
+cli.preset_xla_cache()
+
+from mixnas_tf import errors  # pylint: disable=wrong-import-position
+from mixnas_tf.baselines import exhaustive as lib  # pylint: disable=wrong-import-position
+from mixnas_tf.methods import standalone  # pylint: disable=wrong-import-position
 
 # ----------------------------------------------------------------------------
 # Flags, shared with mixnas_tf.tune: the budget of one stand-alone training.
@@ -92,7 +96,6 @@ def main(argv):
   workdir = cli.required_workdir(FLAGS.workdir)
   shard = lib.parse_shard(FLAGS.shard)
   cfg = budget_from_flags()
-  cli.enable_xla_cache(FLAGS.xla_cache_dir, workdir)
   rows = lib.run_exhaustive(cfg, workdir, configs=FLAGS.configs, seeds=FLAGS.seeds, shard=shard)
   if rows is None:
     cli.exit_interrupted()

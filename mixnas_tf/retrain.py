@@ -23,9 +23,13 @@ import os
 from absl import flags
 
 from mixnas_tf import cli
-from mixnas_tf import spaces
-from mixnas_tf.methods import retraining as lib
-from mixnas_tf.methods import standalone
+
+# XLA reads its flags when TensorFlow starts: the cache is set before any import of it.
+cli.preset_xla_cache()
+
+from mixnas_tf import spaces  # pylint: disable=wrong-import-position
+from mixnas_tf.methods import retraining as lib  # pylint: disable=wrong-import-position
+from mixnas_tf.methods import standalone  # pylint: disable=wrong-import-position
 
 
 def define_flags(config_flags: bool = True) -> None:
@@ -76,7 +80,6 @@ def main(argv):
   workdir = cli.required_workdir(flags.FLAGS.workdir)
   names = [f.name for f in dataclasses.fields(standalone.StandaloneConfig)]
   cfg, source = lib.resolve(*flag_values([*names, "from_search", "rank"]))
-  cli.enable_xla_cache(flags.FLAGS.xla_cache_dir, workdir)
   summary = lib.run(cfg, workdir, seeds=flags.FLAGS.seeds, export=flags.FLAGS.export,
                 source=source)
   if summary is None:

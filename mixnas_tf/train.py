@@ -13,8 +13,12 @@ import dataclasses
 from absl import flags
 
 from mixnas_tf import cli
-from mixnas_tf.methods import evaluate
-from mixnas_tf.methods import search
+
+# XLA reads its flags when TensorFlow starts: the cache is set before any import of it.
+cli.preset_xla_cache()
+
+from mixnas_tf.methods import evaluate  # pylint: disable=wrong-import-position
+from mixnas_tf.methods import search  # pylint: disable=wrong-import-position
 
 _D = search.SearchConfig()
 
@@ -74,7 +78,6 @@ def main(argv):
   fields = {f.name for f in dataclasses.fields(search.SearchConfig)}
   cfg = search.SearchConfig(**{name: FLAGS[name].value for name in fields})
   workdir = cli.required_workdir(FLAGS.workdir)
-  cli.enable_xla_cache(FLAGS.xla_cache_dir, workdir)
   results = search.run_search(cfg, workdir)
   if results is None:
     cli.exit_interrupted()

@@ -36,10 +36,14 @@ from absl import flags
 from absl import logging
 
 from mixnas_tf import cli
-from mixnas_tf import errors
-from mixnas_tf import exhaustive
-from mixnas_tf import spaces
-from mixnas_tf.baselines import tune as lib
+
+# XLA reads its flags when TensorFlow starts: the cache is set before any import of it.
+cli.preset_xla_cache()
+
+from mixnas_tf import errors  # pylint: disable=wrong-import-position
+from mixnas_tf import exhaustive  # pylint: disable=wrong-import-position
+from mixnas_tf import spaces  # pylint: disable=wrong-import-position
+from mixnas_tf.baselines import tune as lib  # pylint: disable=wrong-import-position
 
 
 def define_flags() -> None:
@@ -69,7 +73,6 @@ def main(argv):
   if flags.FLAGS.budget_epochs is None:
     raise errors.UsageError("--budget_epochs is required (total epochs of all trials)")
   base = exhaustive.budget_from_flags(eval_split="holdout")
-  cli.enable_xla_cache(flags.FLAGS.xla_cache_dir, workdir)
   results = lib.run_tune(base, workdir, tuner=flags.FLAGS.tuner,
                      budget_epochs=flags.FLAGS.budget_epochs,
                      epochs_per_trial=flags.FLAGS.epochs_per_trial,

@@ -18,11 +18,15 @@ DIR/widths.png, DIR/summary.json, DIR/final/export/ (see methods/width_search.py
 from absl import flags
 
 from mixnas_tf import cli
-from mixnas_tf import errors
-from mixnas_tf import spaces
-from mixnas_tf.methods import retraining
-from mixnas_tf.methods import standalone
-from mixnas_tf.methods import width_search
+
+# XLA reads its flags when TensorFlow starts: the cache is set before any import of it.
+cli.preset_xla_cache()
+
+from mixnas_tf import errors  # pylint: disable=wrong-import-position
+from mixnas_tf import spaces  # pylint: disable=wrong-import-position
+from mixnas_tf.methods import retraining  # pylint: disable=wrong-import-position
+from mixnas_tf.methods import standalone  # pylint: disable=wrong-import-position
+from mixnas_tf.methods import width_search  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 
@@ -72,7 +76,6 @@ def main(argv):
       target_macs=FLAGS.target_macs, search_epochs=FLAGS.search_epochs,
       gamma_l1=FLAGS.gamma_l1, min_keep=FLAGS.min_keep, prune_last=FLAGS.prune_last,
       inherit=FLAGS.inherit)
-  cli.enable_xla_cache(FLAGS.xla_cache_dir, workdir)
   summary = width_search.run_widths(wcfg, workdir)
   if summary is None:
     cli.exit_interrupted()

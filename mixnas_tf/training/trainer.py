@@ -60,7 +60,9 @@ class MixtureState(tf.Module):
     self.log_divisor = tf.Variable(tf.zeros([num_models]), trainable=False,
                                    name="log_divisor")
     self.temperature = tf.Variable(1.0, trainable=False, name="temperature")
-    self.seed = int(seed)
+    # A variable, not a constant of the compiled step: runs that differ only in their seed
+    # compile the same program, so XLA's persistent cache serves the second one.
+    self.seed = tf.Variable(int(seed), dtype=tf.int64, trainable=False, name="seed")
     self.ema_decay = float(ema_decay)
 
   def probs(self, config_index: int):
@@ -79,7 +81,7 @@ class MixtureState(tf.Module):
     """
     if self.num_models == 1:
       return tf.constant(0, tf.int32)
-    seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
+    seed = tf.stack([tf.identity(self.seed), tf.cast(step, tf.int64)])
     u = tf.random.stateless_uniform([], seed=seed)
     cdf = tf.cumsum(self.probs(config_index))
     index = tf.reduce_sum(tf.cast(cdf <= u * cdf[-1], tf.int32))
@@ -140,7 +142,7 @@ class Programs:
     self.traces = 0
     self.evictions = 0
 
-  def __call__(self, config, *args):
+  def _program(self, config):
     key = tuple(config)
     program = self._live.pop(key, None)
     if program is None:
@@ -149,10 +151,28 @@ class Programs:
     if len(self._live) > self.max_live:
       self._live.popitem(last=False)
       self.evictions += 1
+    return program
+
+  def __call__(self, config, *args):
+    program = self._program(config)
     before = program.experimental_get_tracing_count()
     out = program(*args)
     self.traces += program.experimental_get_tracing_count() - before
     return out
+
+  def trace(self, config, *specs) -> None:
+    """Traces `config`'s program for arguments like `specs` (tf.TensorSpec), without
+    running it.
+
+    XLA's persistent cache keys a program by its function's name, which carries a
+    process-wide trace counter: tracing every configuration first, in one fixed order,
+    gives each the same name in every run of the same settings (another seed, a resume),
+    so the cache serves them (BUILD_NOTES.md).
+    """
+    program = self._program(config)
+    before = program.experimental_get_tracing_count()
+    program.get_concrete_function(*specs)
+    self.traces += program.experimental_get_tracing_count() - before
 
   @property
   def live(self) -> int:
