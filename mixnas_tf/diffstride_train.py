@@ -27,6 +27,7 @@ from mixnas_tf import cli
 
 # XLA reads its flags when TensorFlow starts: the cache is set before any import of it.
 cli.preset_xla_cache()
+cli.quiet_startup()
 
 from mixnas_tf import spaces  # pylint: disable=wrong-import-position
 from mixnas_tf.methods import standalone  # pylint: disable=wrong-import-position

@@ -20,8 +20,11 @@ import os
 from absl import flags
 
 from mixnas_tf import cli
-from mixnas_tf import spaces
-from mixnas_tf.exporting import keras_export as lib
+
+cli.quiet_startup()
+
+from mixnas_tf import spaces  # pylint: disable=wrong-import-position
+from mixnas_tf.exporting import keras_export as lib  # pylint: disable=wrong-import-position
 
 
 def define_flags() -> None:

@@ -37,9 +37,12 @@ import json
 from absl import flags
 
 from mixnas_tf import cli
-from mixnas_tf import errors
-from mixnas_tf import spaces
-from mixnas_tf.analysis import rank as lib
+
+cli.quiet_startup()
+
+from mixnas_tf import errors  # pylint: disable=wrong-import-position
+from mixnas_tf import spaces  # pylint: disable=wrong-import-position
+from mixnas_tf.analysis import rank as lib  # pylint: disable=wrong-import-position
 
 
 def define_flags() -> None:

@@ -23,8 +23,11 @@ import sys
 from absl import flags
 
 from mixnas_tf import cli
-from mixnas_tf import errors
-from mixnas_tf.analysis import report as lib
+
+cli.quiet_startup()
+
+from mixnas_tf import errors  # pylint: disable=wrong-import-position
+from mixnas_tf.analysis import report as lib  # pylint: disable=wrong-import-position
 
 
 def define_flags() -> None:

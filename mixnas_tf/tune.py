@@ -39,6 +39,7 @@ from mixnas_tf import cli
 
 # XLA reads its flags when TensorFlow starts: the cache is set before any import of it.
 cli.preset_xla_cache()
+cli.quiet_startup()
 
 from mixnas_tf import errors  # pylint: disable=wrong-import-position
 from mixnas_tf import exhaustive  # pylint: disable=wrong-import-position

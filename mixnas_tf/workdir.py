@@ -213,3 +213,18 @@ def prepare(workdir: str, flags: dict[str, Any], ignore: frozenset[str] = frozen
   atomic_write_json(os.path.join(workdir, "environment.json"), environment())
   atomic_write_json(path, flags)
   return False
+
+
+def check_dataset(workdir: str, name: str, dataset: str, fingerprint: str | None,
+                  resumed: bool) -> None:
+  """A resumed run must read the image folder it started with: `fingerprint` against the
+  `dataset_fingerprint` recorded in WORKDIR/`name` (errors.UsageError when it changed)."""
+  path = os.path.join(workdir, name)
+  if not resumed or fingerprint is None or not os.path.exists(path):
+    return
+  recorded = read_json(path).get("dataset_fingerprint")
+  if recorded is not None and recorded != fingerprint:
+    raise errors.UsageError(
+        f"{dataset} changed since the run in {workdir} started ({recorded}, now "
+        f"{fingerprint}); restore the folder or use a new --workdir")
+

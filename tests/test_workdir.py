@@ -90,3 +90,22 @@ def test_help_lists_the_shared_flags_and_exits_0():
   for flag in ("--dataset", "--batch_size", "--learning_rate", "--seed", "--space",
                "--workdir", "--num_models"):
     assert f"  {flag}:" in out.stdout, flag
+
+
+def test_a_resumed_run_refuses_a_changed_folder_and_records_absolute_paths(tmp_path,
+                                                                          monkeypatch):
+  from conftest import make_image_folder  # pylint: disable=g-import-not-at-top
+  from mixnas_tf.methods import search  # pylint: disable=g-import-not-at-top
+  folder = make_image_folder(tmp_path / "data", per_class=12, size=16)
+  monkeypatch.chdir(tmp_path)
+  cfg = search.SearchConfig(dataset="folder:data", configs="4,3,3;1,1,8", num_models=1,
+                            epochs=1, batch_size=8, eval_batch_size=8, jit_compile=False,
+                            progress=False)
+  workdir = str(tmp_path / "run")
+  search.run_search(cfg, workdir)
+  flags_json = json.loads((tmp_path / "run" / "flags.json").read_text())
+  assert flags_json["dataset"] == f"folder:{folder.resolve()}"
+  os.remove(os.path.join(workdir, "results.json"))  # As if it had stopped before the end.
+  (folder / "train" / "a" / "0000.png").unlink()
+  with pytest.raises(errors.UsageError, match="changed since the run .* started"):
+    search.run_search(cfg, workdir)

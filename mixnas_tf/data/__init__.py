@@ -22,11 +22,13 @@ from mixnas_tf.data.sources import IMAGENET_STD
 from mixnas_tf.data.sources import MAX_RAW_IMAGE_SIZE
 from mixnas_tf.data.sources import ArraySplit
 from mixnas_tf.data.sources import Dataset
+from mixnas_tf.data.sources import canonical_spec
 from mixnas_tf.data.sources import load
 from mixnas_tf.data.splits import split
 from mixnas_tf.data.splits import subsample
 
 __all__ = ["ACCEPTED_SPECS", "CIFAR_MEAN", "CIFAR_STD", "CROP_PADDING", "EVAL_CROP_FRACTION",
            "IMAGENET_MEAN", "IMAGENET_STD", "MAX_RAW_IMAGE_SIZE", "ArraySplit", "Dataset",
+           "canonical_spec",
            "eval_batches", "eval_order", "load", "num_eval_batches", "split",
            "steps_per_epoch", "stream_batches", "subsample", "train_batches"]

@@ -10,6 +10,7 @@ dataset's `mean`/`std`: that keeps the host-to-device traffic at one byte per va
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import pathlib
 import re
@@ -131,6 +132,8 @@ class Dataset:
     mean: per-channel mean of the pixels in [0, 1] units, for the model's
       input normalisation.
     std: per-channel standard deviation, same units.
+    fingerprint: folders only: the file count and a hash of the files' relative paths and
+      sizes, which a resumed run checks (None for TFDS datasets).
   """
 
   name: str
@@ -142,6 +145,27 @@ class Dataset:
   test_split_name: str | None
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
+  fingerprint: str | None = None
+
+
+def canonical_spec(spec: str) -> str:
+  """The dataset spec a work directory records: folders by their absolute, resolved path
+  (a run resumed from another directory must read the same folder)."""
+  if spec.startswith("folder:") and spec[len("folder:"):].strip():
+    return "folder:" + str(pathlib.Path(spec[len("folder:"):].strip()).expanduser().resolve())
+  return spec
+
+
+def folder_fingerprint(files_by_split: dict[str, dict[str, list[pathlib.Path]]],
+                       root: pathlib.Path) -> str:
+  """'<count> files, sha256 <hex>' over the sorted relative paths and sizes."""
+  digest, count = hashlib.sha256(), 0
+  for split in sorted(files_by_split):
+    for name in sorted(files_by_split[split]):
+      for path in files_by_split[split][name]:
+        digest.update(f"{path.relative_to(root)}\t{path.stat().st_size}\n".encode())
+        count += 1
+  return f"{count} files, sha256 {digest.hexdigest()[:16]}"
 
 
 # ----------------------------------------------------------------------------
@@ -324,12 +348,16 @@ def _load_folder(path: str, image_size: int, load_test: bool,
   # pixels' statistics (for the CIFAR-10 JPEG folder they are within 0.005
   # of the CIFAR constants). A constant channel would divide by 0.
   std = np.maximum(std, 1e-3)
+  splits = {"train": train_files}
+  if test_files is not None:
+    splits["test"] = test_files
   return Dataset(
       name=f"folder:{root}", num_classes=len(class_names),
       class_names=class_names, image_size=image_size, train=train, test=test,
       test_split_name="test" if test is not None else None,
       mean=tuple(round(float(m), 4) for m in mean),
-      std=tuple(round(float(s), 4) for s in std))
+      std=tuple(round(float(s), 4) for s in std),
+      fingerprint=folder_fingerprint(splits, root))
 
 
 def _scan_classes(folder: pathlib.Path) -> dict[str, list[pathlib.Path]]:

@@ -152,6 +152,7 @@ def load_search_data(cfg: SearchConfig):
 def run_search(cfg: SearchConfig, workdir: str,
                after_step: Callable[[int], None] | None = None) -> dict | None:
   """Runs or resumes a search in `workdir`; returns the results, or None if interrupted."""
+  cfg = dataclasses.replace(cfg, dataset=data_lib.canonical_spec(cfg.dataset))
   space, configs = validate(cfg)
   with runtime.op_determinism(cfg.deterministic):
     return _run_search(cfg, space, configs, workdir, after_step)
@@ -170,7 +171,10 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
           "searched": [spaces.to_index(space, c) for c in configs],
           "split": {"search_train": len(train), "search_val": len(val),
                     "steps_per_epoch": steps},
-          "classes": list(dataset.class_names)}})
+          "classes": list(dataset.class_names),
+          "dataset_fingerprint": dataset.fingerprint}})
+  workdir_lib.check_dataset(workdir, "search_space.json", dataset.name, dataset.fingerprint,
+                            resumed)
   results_path = os.path.join(workdir, "results.json")
   if resumed and os.path.exists(results_path):
     # Finished: keep its results (and their timings and trace counts) as they are.

@@ -200,6 +200,7 @@ def train_standalone(cfg: StandaloneConfig, workdir: str,
   Returns:
     The metrics (also in `workdir/metrics.json`), or None if interrupted.
   """
+  cfg = dataclasses.replace(cfg, dataset=data_lib.canonical_spec(cfg.dataset))
   validate(cfg)
   with runtime.op_determinism(cfg.deterministic):
     return _train_standalone(cfg, workdir, after_step, loaded, initialize)
@@ -225,13 +226,15 @@ def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded,
   model = build(cfg, space, config, dataset)
   if initialize is not None:
     initialize(model)
-  workdir_lib.prepare(workdir, flags, ignore=RESUMABLE_FIELDS,
-                      defaults=dataclasses.asdict(StandaloneConfig()), extra={
+  resumed = workdir_lib.prepare(workdir, flags, ignore=RESUMABLE_FIELDS,
+                                defaults=dataclasses.asdict(StandaloneConfig()), extra={
       "run.json": {"config": config.record(),
+                   "dataset_fingerprint": dataset.fingerprint,
                    "model": model.get_config(), "image_size": dataset.image_size,
                    "train_images": len(train), "eval_images": len(test),
                    "eval_split": test_name, "steps_per_epoch": steps,
                    "classes": list(dataset.class_names)}})
+  workdir_lib.check_dataset(workdir, "run.json", dataset.name, dataset.fingerprint, resumed)
   trainer = trainer_lib.Trainer(model, cfg.optim(steps), total_steps=cfg.epochs * steps,
                          precision=cfg.precision, jit_compile=cfg.jit_compile)
   k = tf.constant(0, tf.int32)
