@@ -60,9 +60,21 @@ def test_search_writes_flags_results_ranking_and_plots(tiny_folder, tmp_path):
   assert rows[1].split(",")[1] == str(results["ranking"][0])
   for png in ("assignment.png", "estimated_accuracy.png"):
     assert os.path.getsize(os.path.join(workdir, png)) > 1000
-  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  # TensorBoard: one value per tag and step; batch/* per logged step, epoch/* the epoch's
+  # means, which are the history's (and the log line's) numbers.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  events = [(v.tag, e.step, tf.make_ndarray(v.tensor))
+            for f in os.listdir(os.path.join(workdir, "tensorboard"))
+            for e in tf.compat.v1.train.summary_iterator(
+                os.path.join(workdir, "tensorboard", f)) for v in e.summary.value]
+  keys = [(tag, step) for tag, step, _ in events]
+  assert len(keys) == len(set(keys))
+  tags = {tag for tag, _ in keys}
+  assert {"batch/loss", "epoch/loss", "search/temperature"} <= tags and "train/loss" not in tags
   history = _read(workdir, "state.json")["history"]
   assert [h["epoch"] for h in history] == [0, 1]
+  epoch_losses = sorted((step, float(v)) for tag, step, v in events if tag == "epoch/loss")
+  assert [v for _, v in epoch_losses] == pytest.approx([h["train/loss"] for h in history])
   assert history[0]["search/temperature"] == 1.0 and history[1]["search/temperature"] == 100.0
   assert sum(h["search/steps_model_0"] + h["search/steps_model_1"] for h in history) == 2 * 3
   # Running again on the finished directory neither trains nor evaluates again: the

@@ -109,8 +109,7 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
       start = state["step_in_epoch"] if epoch == state["epoch"] else 0
       begin = hooks.epoch_begin(epoch, start)
       sums = {k: tf.constant(v) for k, v in state["sums"].items()} if start else {}
-      bar = keras.utils.Progbar(steps_per_epoch, verbose=1 if progress else 0,
-                                stateful_metrics=None)
+      bar = None
       if progress:
         print(f"Epoch {epoch + 1}/{epochs}", flush=True)
       last = start - 1
@@ -124,10 +123,15 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
         if hooks.after_step:
           hooks.after_step(global_step)
         if (step + 1) % log_every == 0 or step + 1 == steps_per_epoch:
-          logged = {f"train/{k}": float(v) for k, v in metrics.items()
-                    if v.dtype.is_floating}
-          _scalars(writer, global_step, logged)
-          bar.update(step + 1, [(k.split("/")[1], v) for k, v in logged.items()])
+          # TensorBoard: this step's values (batch/*); the bar: the epoch's means so far,
+          # the numbers the epoch's log line and epoch/* will report at its end.
+          _scalars(writer, global_step, {f"batch/{k}": float(v) for k, v in metrics.items()
+                                         if v.dtype.is_floating})
+          running = [(k, float(v) / (step + 1)) for k, v in sums.items()]
+          if bar is None:
+            bar = keras.utils.Progbar(steps_per_epoch, verbose=1 if progress else 0,
+                                      stateful_metrics=[k for k, _ in running])
+          bar.update(step + 1, running)
         if stop.requested:
           checkpointer.save(snapshot(epoch, step + 1, sums))
           writer.flush()
@@ -143,12 +147,15 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
       record.update(hooks.epoch_end(epoch, means))
       record["time/elapsed_s"] = time.time() - start_time
       _scalars(writer, (epoch + 1) * steps_per_epoch,
-               {k: v for k, v in record.items() if isinstance(v, (int, float))
-                and k != "epoch"})
+               {k.replace("train/", "epoch/", 1): v for k, v in record.items()
+                if isinstance(v, (int, float)) and k != "epoch"})
       writer.flush()
       state["history"].append(record)
       state = snapshot(epoch + 1, 0, {})
       checkpointer.save(state)
-      logging.info("epoch %d/%d: %s", epoch + 1, epochs, ", ".join(
-          f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)))
+      done = (epoch + 1) * steps_per_epoch
+      eta = state["elapsed"] / max(done, 1) * (epochs * steps_per_epoch - done)
+      logging.info("epoch %d/%d (run ETA %.0f min): %s", epoch + 1, epochs, eta / 60,
+                   ", ".join(f"{k}={v:.4g}" for k, v in record.items()
+                             if isinstance(v, float)))
   return "completed"
