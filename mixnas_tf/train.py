@@ -86,6 +86,8 @@ def main(argv):
   print(f"best configuration: {best['index']} {best['stages']} "
         f"estimated accuracy {best['estimated_accuracy']:.4f}; "
         f"results in {FLAGS.workdir}/results.json")
+  print(f"next: python -m mixnas_tf.retrain --from_search={workdir} "
+        f"--workdir={workdir}_retrain")
 
 
 if __name__ == "__main__":
