@@ -43,6 +43,9 @@ def define_data_flags(defaults) -> None:
                       "PATH/train/<class>/* with an optional PATH/test/<class>/*.")
   flags.DEFINE_string("tfds_data_dir", defaults.tfds_data_dir, "TensorFlow Datasets data "
                       "directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets).")
+  flags.DEFINE_bool("skip_bad_images", defaults.skip_bad_images, "Image folders: leave out "
+                    "files that cannot be decoded (listed in the work directory's "
+                    "search_space.json / run.json) instead of stopping at the first one.")
   flags.DEFINE_integer("image_size", defaults.image_size, "Input size in pixels (square); "
                        "0 = the dataset's own (32 for CIFAR, 224 for Food101).", lower_bound=0)
   flags.DEFINE_integer("batch_size", defaults.batch_size, "Training batch size.",

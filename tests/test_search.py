@@ -192,6 +192,21 @@ def test_bad_folders_are_named(tmp_path):
       assert str(folder) in str(info.value), name
 
 
+def test_skip_bad_images_leaves_them_out_and_lists_them(tmp_path):
+  folder = make_image_folder(tmp_path / "corrupt", per_class=8)
+  for bad in ("b/0002.png", "c/0005.png"):
+    (folder / "train" / bad).write_bytes(b"not an image")
+  workdir = str(tmp_path / "run")
+  results = search.run_search(_cfg(folder, skip_bad_images=True, epochs=1, batch_size=8,
+                                   eval_batch_size=8, configs="4,3,3;1,1,8", num_models=1),
+                              workdir)
+  described = _read(workdir, "search_space.json")
+  assert [os.path.relpath(p, folder) for p in described["skipped_images"]] == [
+      "train/b/0002.png", "train/c/0005.png"]
+  assert described["split"]["search_train"] + described["split"]["search_val"] == 3 * 8 - 2
+  assert results["best"]["index"] in (1, 24)
+
+
 def _cli(*args, cwd=None):
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
   return subprocess.run([sys.executable, "-m", "mixnas_tf.train", *args], capture_output=True,

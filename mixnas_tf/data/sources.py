@@ -146,6 +146,7 @@ class Dataset:
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
   fingerprint: str | None = None
+  skipped: tuple[str, ...] = ()
 
 
 def canonical_spec(spec: str) -> str:
@@ -173,7 +174,8 @@ def folder_fingerprint(files_by_split: dict[str, dict[str, list[pathlib.Path]]],
 
 
 def load(spec: str, *, image_size: int = 0, tfds_data_dir: str | None = None,
-         load_test: bool = True, max_per_class: int | None = None) -> Dataset:
+         load_test: bool = True, max_per_class: int | None = None,
+         skip_bad_images: bool = False) -> Dataset:
   """Loads a dataset into memory.
 
   Args:
@@ -185,6 +187,8 @@ def load(spec: str, *, image_size: int = 0, tfds_data_dir: str | None = None,
       S x S; larger sizes store JPEGs with longer side <= round(S * 256 / 224).
     tfds_data_dir: where TFDS datasets are prepared (None: TFDS's default).
     load_test: whether to load the held-out split too.
+    skip_bad_images: folders only: leave out files that cannot be decoded (listed in the
+      dataset's `skipped`) instead of stopping at the first one.
     max_per_class: folders only: keep the first (in sorted order) this many
       images of each class in each split, for quick runs and tests; None or
       0 keeps all.
@@ -212,7 +216,7 @@ def load(spec: str, *, image_size: int = 0, tfds_data_dir: str | None = None,
   start = time.perf_counter()
   if spec.startswith("folder:"):
     dataset = _load_folder(spec[len("folder:"):], image_size, load_test,
-                           max_per_class or None)
+                           max_per_class or None, skip_bad_images)
   elif max_per_class and spec.lower() in _TFDS_SOURCES:
     raise errors.UsageError(
         "a limit of images per class applies to folder datasets only "
@@ -299,7 +303,7 @@ def _load_tfds(name: str, image_size: int, data_dir: str | None,
 
 
 def _load_folder(path: str, image_size: int, load_test: bool,
-                 max_per_class: int | None) -> Dataset:
+                 max_per_class: int | None, skip_bad_images: bool = False) -> Dataset:
   if not path.strip():
     raise errors.UsageError(
         f"dataset folder: needs a path (folder:PATH); {_FOLDER_LAYOUT}")
@@ -340,8 +344,10 @@ def _load_folder(path: str, image_size: int, load_test: bool,
       for file in files_by_class.get(name, [])[:max_per_class]:
         files.append(str(file))
         labels.append(label)
-    return _materialise_files(files, np.asarray(labels, np.int32), image_size)
+    return _materialise_files(files, np.asarray(labels, np.int32), image_size,
+                              skipped if skip_bad_images else None)
 
+  skipped: list[str] = []
   train, (mean, std) = read(train_files)
   test = read(test_files)[0] if test_files is not None else None
   # A folder can hold anything, so it is normalised with its own training
@@ -357,7 +363,7 @@ def _load_folder(path: str, image_size: int, load_test: bool,
       test_split_name="test" if test is not None else None,
       mean=tuple(round(float(m), 4) for m in mean),
       std=tuple(round(float(s), 4) for s in std),
-      fingerprint=folder_fingerprint(splits, root))
+      fingerprint=folder_fingerprint(splits, root), skipped=tuple(skipped))
 
 
 def _scan_classes(folder: pathlib.Path) -> dict[str, list[pathlib.Path]]:
@@ -396,8 +402,10 @@ def _decode_file_or_raise(path: str | pathlib.Path) -> np.ndarray:
         "accepted: JPEG, PNG, BMP or GIF images") from None
 
 
-def _materialise_files(files: list[str], labels: np.ndarray, image_size: int):
-  """Decodes image files in parallel; names the first unreadable one."""
+def _materialise_files(files: list[str], labels: np.ndarray, image_size: int,
+                       skipped: list[str] | None = None):
+  """Decodes image files in parallel; names the first unreadable one, or, given a
+  `skipped` list, appends every unreadable file to it and leaves it out."""
   ds = tf.data.Dataset.from_tensor_slices((files, labels)).map(
       lambda f, y: (_decode_file(f), y),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -407,6 +415,19 @@ def _materialise_files(files: list[str], labels: np.ndarray, image_size: int):
   except tf.errors.OpError as e:
     # The error names no file; the pipeline is deterministic, so the culprit
     # is at or after the last complete batch: re-decode from there one by one.
+    if skipped is not None:
+      bad = set()
+      for path in files[sum(done):]:
+        try:
+          _decode_file_or_raise(path)
+        except errors.UsageError:
+          bad.add(path)
+      if bad:
+        skipped.extend(sorted(bad))
+        logging.warning("Left out %d unreadable image files (--skip_bad_images).", len(bad))
+        keep = [i for i, f in enumerate(files) if f not in bad]
+        return _materialise_files([files[i] for i in keep], labels[keep], image_size,
+                                  skipped)
     for path in files[sum(done):]:
       _decode_file_or_raise(path)
     folder = os.path.dirname(os.path.dirname(files[0]))

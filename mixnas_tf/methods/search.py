@@ -41,6 +41,7 @@ class SearchConfig:
   dataset: str = "cifar10"
   tfds_data_dir: str | None = None
   image_size: int = 0
+  skip_bad_images: bool = False
   space: str = "resnet20"
   configs: str = "all"
   num_models: int = 4
@@ -136,7 +137,9 @@ def config_sequence(seed: int, epoch: int, num_configs: int, steps: int) -> np.n
 def load_search_data(cfg: SearchConfig):
   """The dataset and its search-train / search-validation parts (seeded split)."""
   dataset = data_lib.load(cfg.dataset, image_size=cfg.image_size,
-                          tfds_data_dir=cfg.tfds_data_dir, load_test=False)
+                          tfds_data_dir=cfg.tfds_data_dir,
+                          skip_bad_images=cfg.skip_bad_images,
+                          load_test=False)
   train, val = data_lib.split(dataset.train, cfg.val_fraction, cfg.seed)
   train = data_lib.subsample(train, cfg.train_size or None, cfg.seed)
   val = data_lib.subsample(val, cfg.val_size or None, cfg.seed + 1)
@@ -172,7 +175,8 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
           "split": {"search_train": len(train), "search_val": len(val),
                     "steps_per_epoch": steps},
           "classes": list(dataset.class_names),
-          "dataset_fingerprint": dataset.fingerprint}})
+          "dataset_fingerprint": dataset.fingerprint,
+          "skipped_images": list(dataset.skipped)}})
   workdir_lib.check_dataset(workdir, "search_space.json", dataset.name, dataset.fingerprint,
                             resumed)
   results_path = os.path.join(workdir, "results.json")

@@ -45,6 +45,7 @@ class StandaloneConfig:
   dataset: str = "cifar10"
   tfds_data_dir: str | None = None
   image_size: int = 0
+  skip_bad_images: bool = False
   space: str = "resnet20"
   config: str = "4,3,3"
   downsample: str = "maxpool"
@@ -151,7 +152,9 @@ def validate(cfg: StandaloneConfig) -> tuple[spaces.SearchSpace, spaces.Config]:
 def load_data(cfg: StandaloneConfig):
   """(dataset, train split, evaluation split, name of the evaluation split)."""
   dataset = data_lib.load(cfg.dataset, image_size=cfg.image_size,
-                          tfds_data_dir=cfg.tfds_data_dir, load_test=cfg.eval_split == "test")
+                          tfds_data_dir=cfg.tfds_data_dir,
+                          skip_bad_images=cfg.skip_bad_images,
+                          load_test=cfg.eval_split == "test")
   if cfg.eval_split == "test" and dataset.test is not None:
     train, test, test_name = dataset.train, dataset.test, dataset.test_split_name
   else:
@@ -230,6 +233,7 @@ def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded,
                                 defaults=dataclasses.asdict(StandaloneConfig()), extra={
       "run.json": {"config": config.record(),
                    "dataset_fingerprint": dataset.fingerprint,
+                   "skipped_images": list(dataset.skipped),
                    "model": model.get_config(), "image_size": dataset.image_size,
                    "train_images": len(train), "eval_images": len(test),
                    "eval_split": test_name, "steps_per_epoch": steps,
