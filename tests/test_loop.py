@@ -132,7 +132,8 @@ def test_compiled_functions_do_not_grow_with_k():
     for m in range(k):
       trainer.eval_step(CONFIGS[0], tf.constant(m), images, labels, tf.ones(8))
     counts[k] = trainer.trace_counts()
-  assert counts[1] == counts[4] == {"train_step": 0, "search_step": 3, "eval_step": 1}
+  assert counts[1] == counts[4] == {"train_step": 0, "search_step": 3, "eval_step": 1,
+                                    "eval_all_step": 0}
 
 
 def test_train_step_reduces_loss_and_evaluate_counts_classes():
@@ -225,3 +226,18 @@ def test_programs_keep_at_most_max_live_and_retrace_evicted_ones():
   # (1,2) was evicted by (1,2,3) and traced again: 4 traces, 2 alive, 2 evictions.
   assert calls == [(1,), (1, 2), (1, 2, 3), (1, 2)]
   assert (programs.traces, programs.live, programs.evictions) == (4, 2, 2)
+
+
+def test_evaluate_all_equals_one_set_at_a_time():
+  trainer = _trainer(num_models=3, jit_compile=False)
+  images, labels = _batch(16, seed=4)
+  for step in range(3):
+    trainer.train_step(CONFIGS[0], tf.constant(step), images, labels)
+  batches = [(images, labels, tf.constant([1.0] * 13 + [0.0] * 3))] * 2
+  together = trainer.evaluate_all(CONFIGS[0], batches)
+  for k in range(3):
+    alone = trainer.evaluate(CONFIGS[0], k, batches)
+    assert together[k]["accuracy"] == pytest.approx(alone["accuracy"])
+    assert together[k]["loss"] == pytest.approx(alone["loss"], rel=1e-5)
+    assert together[k]["count"] == alone["count"] == 26
+

@@ -52,7 +52,9 @@ def test_search_writes_flags_results_ranking_and_plots(tiny_folder, tmp_path):
   assert results["best"]["index"] == best["index"]
   assert results["best"]["stages"] == best["stages"]
   # One compiled search step per configuration, one eval step per configuration.
-  assert results["trace_counts"] == {"train_step": 0, "search_step": 3, "eval_step": 3}
+  # (All pairs: every weight set of a configuration in one evaluation program.)
+  assert results["trace_counts"] == {"train_step": 0, "search_step": 3, "eval_step": 0,
+                                     "eval_all_step": 3}
   assert results["search_step_traces"] == 3
   with open(os.path.join(workdir, "ranking.csv")) as f:
     rows = f.read().splitlines()

@@ -120,8 +120,13 @@ def evaluate_pairs(trainer, configs, pairs_for, batches_fn, partial_path=None,
       accuracy[row] = [np.nan if a is None else a for a in done[key]]
       continue
     t0 = time.time()
-    for m in pairs_for(row):
-      accuracy[row, m] = trainer.evaluate(config, m, batches_fn())["accuracy"]
+    models = list(pairs_for(row))
+    if len(models) == num_models > 1:
+      # Every weight set in one program and one pass over the data.
+      accuracy[row] = [r["accuracy"] for r in trainer.evaluate_all(config, batches_fn())]
+    else:
+      for m in models:
+        accuracy[row, m] = trainer.evaluate(config, m, batches_fn())["accuracy"]
     done[key] = [None if np.isnan(a) else float(a) for a in accuracy[row]]
     if partial_path:
       workdir_lib.atomic_write_json(partial_path, done)

@@ -217,7 +217,11 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
     index = tf.TensorSpec([], tf.int32)
     for config in configs:
       trainer.search_step.trace(config, images, labels, images, labels)
-      trainer.eval_step.trace(config, index, eval_images, eval_labels, mask)
+      if evaluate.parse_final_eval(cfg.final_eval).pairs == "all_pairs" and \
+          cfg.num_models > 1:
+        trainer.eval_all_step.trace(config, eval_images, eval_labels, mask)
+      else:
+        trainer.eval_step.trace(config, index, eval_images, eval_labels, mask)
     traced = time.perf_counter() - t0
     logging.info("Traced the search and evaluation steps of %d configurations in %.1f s.",
                  len(configs), traced)

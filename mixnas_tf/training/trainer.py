@@ -214,6 +214,7 @@ class Trainer(tf.Module):
     self.train_step = Programs(self._train_step, jit_compile, max_live_programs)
     self.search_step = Programs(self._search_step, jit_compile, max_live_programs)
     self.eval_step = Programs(self._eval_step, jit_compile, max_live_programs)
+    self.eval_all_step = Programs(self._eval_all_step, jit_compile, max_live_programs)
 
   def copy_weight_set(self, source: int = 0) -> None:
     """Sets every weight set (weights, BatchNorm statistics, momentum) to set `source`.
@@ -234,13 +235,14 @@ class Trainer(tf.Module):
   def trace_counts(self) -> dict[str, int]:
     """Programs traced (and, with XLA, compiled) by each step kind so far."""
     return {name: getattr(self, name).traces
-            for name in ("train_step", "search_step", "eval_step")}
+            for name in ("train_step", "search_step", "eval_step", "eval_all_step")}
 
   def program_counts(self) -> dict[str, dict[str, int]]:
     """Per step kind: programs traced, alive now, and dropped by the LRU bound."""
     return {name: {"traced": p.traces, "live": p.live, "evicted": p.evictions}
             for name, p in (("train_step", self.train_step), ("search_step", self.search_step),
-                            ("eval_step", self.eval_step))}
+                            ("eval_step", self.eval_step),
+                            ("eval_all_step", self.eval_all_step))}
 
   def learning_rate(self, step=None):
     o = self.optim_config
@@ -318,6 +320,28 @@ class Trainer(tf.Module):
         "class_correct": tf.math.unsorted_segment_sum(correct, labels, n),
         "class_count": tf.math.unsorted_segment_sum(mask, labels, n),
     }
+
+  def _eval_all_step(self, config, images, labels, mask):
+    """Correct predictions and loss sums of every weight set [K] on one batch: one
+    program and one pass over the data per configuration, however many sets."""
+    correct, loss = [], []
+    for k in range(self.model.num_models):
+      out = self._eval_step(config, tf.constant(k, tf.int32), images, labels, mask)
+      correct.append(out["correct"])
+      loss.append(out["loss"])
+    return {"correct": tf.stack(correct), "loss": tf.stack(loss), "count": tf.reduce_sum(mask)}
+
+  def evaluate_all(self, config, batches: Iterable) -> list[dict[str, float]]:
+    """Accuracy and mean loss of every weight set in `config` over `batches`."""
+    sums = None
+    for images, labels, mask in batches:
+      out = self.eval_all_step(tuple(config), images, labels, mask)
+      sums = out if sums is None else {name: sums[name] + out[name] for name in out}
+    if sums is None:
+      raise ValueError("evaluate_all() received no batches")
+    count = float(sums["count"].numpy())
+    return [{"accuracy": float(c) / count, "loss": float(l) / count, "count": int(count)}
+            for c, l in zip(sums["correct"].numpy(), sums["loss"].numpy())]
 
   def evaluate(self, config, model_index: int, batches: Iterable) -> dict[str, Any]:
     """Accuracy, mean loss and per-class accuracy of (config, weight set) over `batches`.
