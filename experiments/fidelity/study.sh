@@ -13,10 +13,13 @@ cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data/cifar10}
 OUT=${OUT:-runs/fidelity}
 EPOCHS=${EPOCHS:-20}
+# Extra flags for every search, e.g. EXTRA="--train_size=15000 --val_size=5000" (a smaller budget).
+read -r -a EXTRA_FLAGS <<< "${EXTRA:-}"
 COMMON=(--dataset=folder:$DATA --configs=all --epochs=$EPOCHS --val_fraction=0.5
         --batch_size=128 --learning_rate=0.1 --min_learning_rate=0.001 --momentum=0.9
         --weight_decay=0 --max_temperature=100 --downsample=maxpool --batchnorm=batch_stats
-        --final_eval=all_pairs --estimate=assigned --nojit_compile --noprogress --log_every=100)
+        --final_eval=all_pairs --estimate=assigned --nojit_compile --noprogress --log_every=100
+        "${EXTRA_FLAGS[@]}")
 
 search() {  # NAME K SEED [extra flags]
   local name=$1 k=$2 seed=$3; shift 3
