@@ -271,7 +271,9 @@ def _interrupt(signum, frame):
 
 
 def guarded(main):
-  """Turns UsageError into `error: <message>` on stderr and exit status 2, and Ctrl-C or
+  """Turns UsageError into `error: <message>` on stderr and exit status 2, RunError
+  (divergence, a checkpoint that could not be written) and a full disk into one such line
+  and exit status 1, and Ctrl-C or
   SIGTERM outside the training loop (which checkpoints them itself: loop.GracefulStop),
   e.g. while loading data or in the final evaluation, into one line and exit status 130."""
 
@@ -284,6 +286,17 @@ def guarded(main):
       logging.flush()
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
+    except errors.RunError as e:
+      logging.flush()
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
+    except OSError as e:
+      if not errors.is_no_space(e):
+        raise
+      logging.flush()
+      print(f"error: could not write {e.filename or ''}: {e.strerror or e}; finished work "
+            "is kept: make room and run the same command again", file=sys.stderr)
+      sys.exit(1)
     except KeyboardInterrupt:
       logging.flush()
       print("interrupted: finished work is kept; run the same command again to resume",

@@ -7,3 +7,20 @@ class UsageError(Exception):
   Entry points catch it, print `error: <message>` to stderr and exit with status 2,
   without a traceback and without touching existing results.
   """
+
+
+class RunError(Exception):
+  """A run that cannot go on for a reason outside the user's flags: training diverged (a
+  non-finite loss) or a checkpoint could not be written (disk full, file-size limit).
+
+  Entry points print `error: <message>` and exit with status 1. The last good checkpoint
+  is kept and no results are written, so the run resumes once the cause is removed.
+  """
+
+
+# Messages of OS and TensorFlow file errors that mean "no room to write".
+NO_SPACE = ("No space left", "File too large", "Disk quota exceeded")
+
+
+def is_no_space(error: BaseException) -> bool:
+  return any(s in str(error) for s in NO_SPACE)

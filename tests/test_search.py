@@ -105,6 +105,10 @@ def test_resumed_search_makes_the_same_decisions(tiny_folder, tmp_path):
   assert (partial["epoch"], partial["step_in_epoch"]) == (1, 2)
   assert len(partial["extra"]["samples"]) == stop_at
   assert not os.path.exists(os.path.join(resumed, "results.json"))
+  # The work directory moved to another path in between: it resumes there.
+  moved = str(tmp_path / "moved")
+  os.rename(resumed, moved)
+  resumed = moved
   results = search.run_search(cfg, resumed)
 
   a, b = _read(straight, "state.json"), _read(resumed, "state.json")

@@ -42,8 +42,18 @@ class Checkpointer:
   def save(self, state: dict) -> None:
     os.makedirs(self.directory, exist_ok=True)
     name = f"ckpt-{state['epoch']:04d}-{state['step_in_epoch']:06d}"
-    self.checkpoint.write(os.path.join(self.directory, name))
-    workdir_lib.atomic_write_json(self.state_path, {**state, "checkpoint": name})
+    try:
+      self.checkpoint.write(os.path.join(self.directory, name))
+      workdir_lib.atomic_write_json(self.state_path, {**state, "checkpoint": name})
+    except (OSError, tf.errors.OpError) as e:
+      # state.json still names the previous checkpoint, which rotation has not touched.
+      for f in os.listdir(self.directory):
+        if f.startswith(name + "."):
+          os.remove(os.path.join(self.directory, f))
+      reason = str(getattr(e, "message", None) or e).splitlines()[0][:300]
+      raise errors.RunError(
+          f"could not write checkpoint {name} in {self.directory} ({reason}); the last good "
+          "checkpoint is intact: make room and run the same command again to resume") from None
     kept = sorted({f.split(".")[0] for f in os.listdir(self.directory)
                    if f.startswith("ckpt-")})
     for old in kept[:-self.keep]:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from collections.abc import Iterable
 import contextlib
 import dataclasses
+import math
 import os
 import signal
 import time
@@ -18,6 +19,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from mixnas_tf import errors
 from mixnas_tf.training import checkpoint as checkpoint_lib
 from mixnas_tf.training.trainer import Trainer
 
@@ -79,6 +81,16 @@ def _scalars(writer, step: int, values: dict[str, float]) -> None:
       tf.summary.scalar(name, value)
 
 
+def _check_finite(values: dict[str, float], epoch: int, first_step: int, step: int) -> None:
+  """Stops a diverged run before anything is checkpointed or written from it."""
+  bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+  if bad:
+    raise errors.RunError(
+        f"training diverged: {', '.join(bad)} became non-finite in epoch {epoch + 1} between "
+        f"steps {first_step + 1} and {step + 1} of the epoch; no results written, the last "
+        "good checkpoint is kept (lower --learning_rate and train in a new --workdir)")
+
+
 def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
                steps_per_epoch: int, log_every: int = 50, progress: bool = True) -> str:
   """Runs (or resumes) epochs of training; returns "completed" or "interrupted".
@@ -113,6 +125,7 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
       if progress:
         print(f"Epoch {epoch + 1}/{epochs}", flush=True)
       last = start - 1
+      checked = start  # Steps before this one were seen finite.
       for step, batch in zip(range(start, steps_per_epoch), hooks.batches(epoch, start)):
         metrics = hooks.step(epoch, step, batch)
         for name, value in metrics.items():
@@ -128,11 +141,14 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
           _scalars(writer, global_step, {f"batch/{k}": float(v) for k, v in metrics.items()
                                          if v.dtype.is_floating})
           running = [(k, float(v) / (step + 1)) for k, v in sums.items()]
+          _check_finite(dict(running), epoch, checked, step)
+          checked = step + 1
           if bar is None:
             bar = keras.utils.Progbar(steps_per_epoch, verbose=1 if progress else 0,
                                       stateful_metrics=[k for k, _ in running])
           bar.update(step + 1, running)
         if stop.requested:
+          _check_finite({k: float(v) for k, v in sums.items()}, epoch, checked, step)
           checkpointer.save(snapshot(epoch, step + 1, sums))
           writer.flush()
           logging.warning("Stopped at epoch %d step %d; checkpointed. Run the same command "
@@ -143,6 +159,7 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
                            f"steps of epoch {epoch}")
       # Sums restored from a mid-epoch checkpoint include the steps before it.
       means = {f"train/{k}": float(v) / steps_per_epoch for k, v in sums.items()}
+      _check_finite(means, epoch, checked, steps_per_epoch - 1)
       record = {"epoch": epoch, **means, **begin}
       record.update(hooks.epoch_end(epoch, means))
       record["time/elapsed_s"] = time.time() - start_time
