@@ -55,6 +55,7 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_last_good_one(tiny_folder
   still named by state.json and complete, and the same run resumes to the results of one
   that was never interrupted."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   from mixnas_tf import errors  # pylint: disable=g-import-not-at-top
   from mixnas_tf.methods import search  # pylint: disable=g-import-not-at-top
   cfg = _search_cfg(tiny_folder)

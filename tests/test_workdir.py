@@ -95,6 +95,7 @@ def test_help_lists_the_shared_flags_and_exits_0():
 def test_a_resumed_run_refuses_a_changed_folder_and_records_absolute_paths(tmp_path,
                                                                           monkeypatch):
   from conftest import make_image_folder  # pylint: disable=g-import-not-at-top
+
   from mixnas_tf.methods import search  # pylint: disable=g-import-not-at-top
   folder = make_image_folder(tmp_path / "data", per_class=12, size=16)
   monkeypatch.chdir(tmp_path)
