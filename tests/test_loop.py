@@ -1,6 +1,7 @@
 """The compiled steps: slice-only updates, exact SGD math, sampling, traces vs K."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ def test_sliced_sgd_matches_pytorch_semantics_on_one_slice():
 
 
 def test_learning_rate_schedules():
-  lr = lambda step, **kw: float(optim.learning_rate(step, total_steps=100, base=0.1, **kw))
+  lr = lambda step, **kw: float(optim.schedule(total_steps=100, base=0.1, **kw)(step))
   assert lr(0, schedule="cosine", minimum=0.001) == pytest.approx(0.1)
   assert lr(50, schedule="cosine", minimum=0.001) == pytest.approx(0.0505)
   assert lr(100, schedule="cosine", minimum=0.001) == pytest.approx(0.001)
@@ -60,7 +61,17 @@ def test_learning_rate_schedules():
   assert lr(49, schedule="step") == pytest.approx(0.1)
   assert lr(50, schedule="step") == pytest.approx(0.01)
   assert lr(75, schedule="step") == pytest.approx(0.001)
-  assert lr(0, schedule="constant", warmup_steps=4) == pytest.approx(0.025)
+  assert lr(75, schedule="step", boundaries=(0.755,)) == pytest.approx(0.1)
+  assert lr(tf.constant(76, tf.int64), schedule="step", boundaries=(0.755,)) == \
+      pytest.approx(0.01)
+  # Warm-up: Keras' linear ramp from 0 (CosineDecay's own for cosine, then the cosine over
+  # the remaining steps), the same ramp for the other schedules.
+  assert lr(1, schedule="constant", warmup_steps=4) == pytest.approx(0.025)
+  assert lr(2, schedule="step", warmup_steps=4) == pytest.approx(0.05)
+  assert lr(2, schedule="cosine", warmup_steps=4) == pytest.approx(0.05)
+  assert lr(4, schedule="cosine", warmup_steps=4, minimum=0.001) == pytest.approx(0.1)
+  assert lr(52, schedule="cosine", warmup_steps=4, minimum=0.001) == pytest.approx(0.0505)
+  assert lr(100, schedule="cosine", warmup_steps=4, minimum=0.001) == pytest.approx(0.001)
   with pytest.raises(ValueError, match="Received: schedule='linear'"):
     lr(0, schedule="linear")
 
@@ -176,9 +187,13 @@ def test_checkpoint_restores_every_variable_of_the_network(tmp_path):
   images, labels = _batch(16, seed=1)
   for _ in range(2):
     trained.train_step(CONFIGS[1], tf.constant(1), images, labels)
-  checkpoint.Checkpointer(str(tmp_path), trained).save({"epoch": 0, "step_in_epoch": 2})
-  names = {n for n, _ in tf.train.list_variables(str(tmp_path / "checkpoints" /
-                                                     "ckpt-0000-000002"))}
+  checkpointer = checkpoint.Checkpointer(str(tmp_path), trained)
+  for step in range(3):  # tf.train.CheckpointManager numbers them and keeps the last two.
+    checkpointer.save({"epoch": 0, "step_in_epoch": step})
+  assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-3")
+  assert sorted(f for f in os.listdir(tmp_path / "checkpoints") if f.endswith(".index")) == [
+      "ckpt-2.index", "ckpt-3.index"]
+  names = {n for n, _ in tf.train.list_variables(str(tmp_path / "checkpoints" / "ckpt-3"))}
   # The blocks' moving statistics are reachable only through the network (the trainable
   # weights also through the optimizer); mixnas_tf 0.1.0 checkpoints lost them.
   assert "trainer/model/block9/bn2/moving_variance/.ATTRIBUTES/VARIABLE_VALUE" in names
@@ -186,7 +201,9 @@ def test_checkpoint_restores_every_variable_of_the_network(tmp_path):
   fresh = build(seed=1)  # Different initial weights, which the restore must replace.
   assert not np.array_equal(fresh.model.blocks[4].conv1.kernel.numpy(),
                             trained.model.blocks[4].conv1.kernel.numpy())
-  assert checkpoint.Checkpointer(str(tmp_path), fresh).restore()["step_in_epoch"] == 2
+  restored = checkpoint.Checkpointer(str(tmp_path), fresh)
+  assert restored.restore()["step_in_epoch"] == 2
+  assert int(restored.checkpoint.save_counter) == 3  # The numbering resumes.
   assert len(fresh.model.variables) == len(trained.model.variables) > 100
   for a, b in zip(fresh.model.variables, trained.model.variables):
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

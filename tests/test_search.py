@@ -73,6 +73,15 @@ def test_search_writes_flags_results_ranking_and_plots(tiny_folder, tmp_path):
   assert len(keys) == len(set(keys))
   tags = {tag for tag, _ in keys}
   assert {"batch/loss", "epoch/loss", "search/temperature"} <= tags and "train/loss" not in tags
+  # The run's settings, once, for TensorBoard's HParams dashboard.
+  from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=g-import-not-at-top
+  starts = [plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+            for f in os.listdir(os.path.join(workdir, "tensorboard"))
+            for e in tf.compat.v1.train.summary_iterator(os.path.join(workdir, "tensorboard", f))
+            for v in e.summary.value if v.tag == "_hparams_/session_start_info"]
+  assert len(starts) == 1
+  hparams = starts[0].session_start_info.hparams
+  assert hparams["num_models"].number_value == 2 and hparams["configs"].string_value == CONFIGS
   history = _read(workdir, "state.json")["history"]
   assert [h["epoch"] for h in history] == [0, 1]
   epoch_losses = sorted((step, float(v)) for tag, step, v in events if tag == "epoch/loss")

@@ -319,7 +319,7 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
                          after_step=after_step)
   status = loop.run_epochs(workdir=workdir, trainer=trainer, hooks=hooks, epochs=cfg.epochs,
                            steps_per_epoch=steps, log_every=cfg.log_every,
-                           progress=cfg.progress)
+                           progress=cfg.progress, hparams=loop.hparams_of(cfg))
   if status == "interrupted":
     return None
   history = workdir_lib.read_json(os.path.join(workdir, "state.json"))["history"]

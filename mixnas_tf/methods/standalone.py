@@ -264,7 +264,7 @@ def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded,
     hooks.epoch_end = lambda epoch, means: diffstride_lib.epoch_scalars(model)
   status = loop.run_epochs(workdir=workdir, trainer=trainer, hooks=hooks, epochs=cfg.epochs,
                            steps_per_epoch=steps, log_every=cfg.log_every,
-                           progress=cfg.progress)
+                           progress=cfg.progress, hparams=loop.hparams_of(cfg))
   if status == "interrupted":
     return None
   t0 = time.time()

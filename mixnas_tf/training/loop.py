@@ -91,14 +91,23 @@ def _check_finite(values: dict[str, float], epoch: int, first_step: int, step: i
         "good checkpoint is kept (lower --learning_rate and train in a new --workdir)")
 
 
+def hparams_of(config) -> dict[str, bool | int | float | str]:
+  """A run's settings (a dataclass) as TensorBoard HParams: scalar fields as they are,
+  the rest as text, so that runs can be compared side by side in the HParams dashboard."""
+  return {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+          for k, v in dataclasses.asdict(config).items() if v is not None}
+
+
 def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
-               steps_per_epoch: int, log_every: int = 50, progress: bool = True) -> str:
+               steps_per_epoch: int, log_every: int = 50, progress: bool = True,
+               hparams: dict | None = None) -> str:
   """Runs (or resumes) epochs of training; returns "completed" or "interrupted".
 
   Per-step metrics are summed on the device and fetched only every `log_every` steps
   and at the end of an epoch, so the loop does not wait on the device in between.
   History (per-epoch metric means and whatever the hooks return) is kept in the
-  checkpointed host state under "history".
+  checkpointed host state under "history". `hparams` (see `hparams_of`) go to TensorBoard's
+  HParams dashboard, where its epoch/* metrics compare runs side by side.
   """
   checkpointer = checkpoint_lib.Checkpointer(workdir, trainer)
   state = checkpointer.restore() or {"epoch": 0, "step_in_epoch": 0, "history": [],
@@ -109,6 +118,10 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
   if state["epoch"] >= epochs:
     return "completed"
   writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+  if hparams and not state["history"] and not state["step_in_epoch"]:
+    from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+    with writer.as_default():
+      hp.hparams(hparams)  # Once per run (not again on resume).
   start_time = time.time() - state["elapsed"]
 
   def snapshot(epoch, step_in_epoch, sums):

@@ -10,8 +10,11 @@ a variable whose layer set `variable.no_weight_decay = True` (DiffStride's strid
 decay would pull towards 0) is not decayed.
 """
 
+from collections.abc import Callable
 import math
+from typing import Any
 
+import keras
 import tensorflow as tf
 
 
@@ -113,31 +116,43 @@ def all_finite(grads) -> tf.Tensor:
 SCHEDULES = ("cosine", "step", "constant")
 
 
-def learning_rate(step, *, schedule: str, base: float, total_steps: int,
-                  minimum: float = 0.0, warmup_steps: int = 0,
-                  boundaries: tuple[float, ...] = (0.5, 0.75), decay: float = 0.1):
-  """The learning rate at `step` (a scalar tensor or number), traced into the step.
+def schedule(*, schedule: str, base: float, total_steps: int, minimum: float = 0.0,
+             warmup_steps: int = 0, boundaries: tuple[float, ...] = (0.5, 0.75),
+             decay: float = 0.1) -> Callable[[Any], tf.Tensor]:
+  """The learning-rate schedule: step (a scalar tensor or number) -> rate, traced into the
+  step. Keras' own schedules where one exists:
 
-  - "cosine": from `base` to `minimum` over `total_steps` (PyTorch CosineAnnealingLR).
-  - "step": `base * decay**n` where n = how many of `boundaries` (fractions of training)
-    have been passed.
+  - "cosine": `keras.optimizers.schedules.CosineDecay` from `base` to `minimum` over
+    `total_steps` (PyTorch's CosineAnnealingLR); with `warmup_steps`, its linear warm-up
+    from 0 to `base`, then the cosine over the remaining steps.
+  - "step": `PiecewiseConstantDecay`, `base * decay**n` from the step at which the n-th of
+    `boundaries` (fractions of training) is reached.
   - "constant": `base`.
-  An optional linear warm-up from 0 over `warmup_steps` is applied on top.
+  For "step" and "constant" (Keras has no warm-up for them) a warm-up is the same linear
+  ramp from 0 as CosineDecay's: the rate times min(1, step / warmup_steps).
   """
   if schedule not in SCHEDULES:
     raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}. "
                      f"Received: schedule={schedule!r}")
-  t = tf.cast(step, tf.float32)
-  total = float(max(total_steps, 1))
+  total = max(int(total_steps), 1)
+  warmup = max(int(warmup_steps), 0)
   if schedule == "cosine":
-    progress = tf.minimum(t / total, 1.0)
-    lr = minimum + 0.5 * (base - minimum) * (1.0 + tf.cos(math.pi * progress))
-  elif schedule == "step":
-    passed = tf.add_n([tf.cast(t >= b * total, tf.float32) for b in boundaries]) \
-        if boundaries else tf.constant(0.0)
-    lr = base * tf.pow(tf.constant(decay, tf.float32), passed)
+    alpha = minimum / base if base else 0.0
+    if warmup:
+      cosine = keras.optimizers.schedules.CosineDecay(
+          0.0, decay_steps=max(total - warmup, 1), alpha=alpha, warmup_target=base,
+          warmup_steps=warmup)
+    else:
+      cosine = keras.optimizers.schedules.CosineDecay(base, decay_steps=total, alpha=alpha)
+    return lambda step: tf.cast(cosine(tf.cast(step, tf.float32)), tf.float32)
+  if schedule == "step" and boundaries:
+    # PiecewiseConstantDecay changes value *after* a boundary: boundary - 1 starts it at it.
+    piecewise = keras.optimizers.schedules.PiecewiseConstantDecay(
+        [float(math.ceil(b * total) - 1) for b in boundaries],
+        [base * decay**n for n in range(len(boundaries) + 1)])
+    rate = lambda step: tf.cast(piecewise(tf.cast(step, tf.float32)), tf.float32)
   else:
-    lr = tf.constant(base, tf.float32)
-  if warmup_steps > 0:
-    lr = lr * tf.minimum(1.0, (t + 1.0) / float(warmup_steps))
-  return lr
+    rate = lambda step: tf.constant(base, tf.float32)
+  if not warmup:
+    return rate
+  return lambda step: rate(step) * tf.minimum(1.0, tf.cast(step, tf.float32) / warmup)

@@ -212,6 +212,11 @@ class Trainer(tf.Module):
     self.model = model
     self.optim_config = optim_config
     self.total_steps = int(total_steps)
+    o = optim_config
+    self._schedule = optim.schedule(
+        schedule=o.schedule, base=o.learning_rate, total_steps=self.total_steps,
+        minimum=o.min_learning_rate, warmup_steps=o.warmup_steps,
+        boundaries=o.step_boundaries, decay=o.step_decay)
     self.precision = precision
     self.mixture = mixture
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -257,11 +262,7 @@ class Trainer(tf.Module):
                             ("eval_all_step", self.eval_all_step))}
 
   def learning_rate(self, step=None):
-    o = self.optim_config
-    return optim.learning_rate(self.step if step is None else step, schedule=o.schedule,
-                               base=o.learning_rate, total_steps=self.total_steps,
-                               minimum=o.min_learning_rate, warmup_steps=o.warmup_steps,
-                               boundaries=o.step_boundaries, decay=o.step_decay)
+    return self._schedule(self.step if step is None else step)
 
   def _loss(self, labels, logits):
     smoothing = self.optim_config.label_smoothing
