@@ -28,6 +28,7 @@ replica function cannot contain.
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import tempfile
@@ -97,7 +98,8 @@ def run_workdir(strategy, workdir: str) -> str:
   if is_chief(strategy):
     return workdir
   resolver = strategy.cluster_resolver
-  name = f"{os.path.basename(workdir)}.{resolver.task_type}{resolver.task_id}"
+  digest = hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:8]
+  name = f"{os.path.basename(workdir)}-{digest}.{resolver.task_type}{resolver.task_id}"
   return os.path.join(tempfile.gettempdir(), "mixnas_tf_workers", name)
 
 
