@@ -105,10 +105,11 @@ def main(argv):
   workdir_lib.atomic_write_text(os.path.join(FLAGS.workdir, "study.md"),
                                 "\n".join(lines) + "\n")
   print("\n".join(lines))
-  fig, ax = plt.subplots(figsize=(5, 3.6))
+  fig, ax = plt.subplots(figsize=(5.5, 4.0))
   points = {name: (r["macs"] / 1e6, r["mean"]) for name, r in rows.items()}
   for name, (m, a) in points.items():
-    ax.errorbar(m, a, yerr=rows[name]["std"] or 0, fmt="o", capsize=3, label=name)
+    ax.errorbar(m, a, yerr=rows[name]["std"] or 0, fmt="o", capsize=3,
+                label=f"{name} {rows[name]['config']}")
   front = [n for n, (m, a) in points.items()
            if not any(m2 <= m and a2 > a for n2, (m2, a2) in points.items() if n2 != n)]
   front.sort(key=lambda n: points[n][0])
@@ -116,9 +117,14 @@ def main(argv):
           label="Pareto front")
   ax.set_xlabel("multiply-accumulates per image (M)")
   ax.set_ylabel("held-out accuracy (%)")
-  ax.set_title(f"ResNet20, {FLAGS.epochs} epochs, {FLAGS.seeds} seeds", fontsize=9)
-  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  ax.set_title(f"ResNet20, {FLAGS.epochs} epochs, {FLAGS.seeds} seeds (mean ± std)",
+               fontsize=10)
+  # Outside the data, to the right.
+  ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8,
+            title="variant", title_fontsize=9)
   workdir_lib.atomic_savefig(fig, os.path.join(FLAGS.workdir, "accuracy_vs_macs.png"))
+  plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -218,11 +218,8 @@ def standalone_values(config_cls, **overrides):
   values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(config_cls)
             if f.name in FLAGS and f.name != "config"}
   if "step_boundaries" in values:
-    try:
-      values["step_boundaries"] = tuple(float(b) for b in values["step_boundaries"])
-    except ValueError:
-      raise errors.UsageError(f"--step_boundaries must be numbers (received "
-                              f"{','.join(values['step_boundaries'])})") from None
+    from mixnas_tf.training import trainer  # pylint: disable=g-import-not-at-top
+    values["step_boundaries"] = trainer.OptimConfig.parse_boundaries(values["step_boundaries"])
   values.update(overrides)
   return config_cls(**values)
 

@@ -70,6 +70,11 @@ def test_resolve_from_search_inherits_unless_given(tmp_path):
     retrain.resolve({"rank": 2})
   cfg, source = retrain.resolve({"config": "[5,3,2]"}, given={"config"})
   assert cfg.config == "0,0,0,0,0,1,0,0,1,0" and source == {"config": "[5,3,2]"}
+  cfg, _ = retrain.resolve({"config": "5,3,2", "step_boundaries": ["0.3", "0.6"]})
+  assert cfg.step_boundaries == (0.3, 0.6)
+  with pytest.raises(errors.UsageError, match=r"--step_boundaries must be comma-separated "
+                     r"numbers.*\(received a,b\)"):
+    retrain.resolve({"config": "5,3,2", "step_boundaries": ["a", "b"]})
 
 
 def test_summary_mean_and_sample_std():

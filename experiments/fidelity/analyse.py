@@ -143,22 +143,36 @@ def main(argv):
 
 
 def plot_estimates(runs, truth, path):
-  """Estimated (assigned and mean) against true accuracy, one panel per run."""
+  """Estimated (assigned and mean) against true accuracy, one panel per run (4 a row)."""
   names = list(runs)
-  fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
-  for ax, name in zip(axes[0], names):
+  cols = min(len(names), 4)
+  rows = -(-len(names) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 4.0 * rows), squeeze=False)
+  for ax in axes.flat[len(names):]:
+    ax.set_visible(False)
+  colors = {"assigned": "tab:blue", "mean": "tab:orange"}
+  for ax, name in zip(axes.flat, names):
     run = runs[name]
     true = [truth[i] for i in run["indices"]]
-    for estimator, color in (("assigned", "tab:blue"), ("mean", "tab:orange")):
+    taus = []
+    for estimator, color in colors.items():
       if run["accuracy"].shape[1] == 1 and estimator == "mean":
         continue
       values = 100 * estimators.estimate(estimator, run["accuracy"], run["probs"])
-      tau = stats.kendalltau(true, values).statistic
-      ax.scatter(true, values, s=10, color=color, label=f"{estimator} (tau {tau:.2f})")
-    ax.set_title(name, fontsize=9)
-    ax.set_xlabel("stand-alone accuracy (reference, %)", fontsize=8)
-    ax.legend(fontsize=7)
-  axes[0][0].set_ylabel("SuperNet estimate (%)", fontsize=8)
+      taus.append(f"{estimator} {stats.kendalltau(true, values).statistic:.2f}")
+      ax.scatter(true, values, s=12, color=color, alpha=0.8, label=estimator)
+    ax.set_title(f"{name}\nKendall tau: {', '.join(taus)}", fontsize=10)
+    ax.set_xlabel("stand-alone accuracy (reference, %)", fontsize=9)
+    ax.set_ylabel("SuperNet estimate (%)", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+  # One colour key for all panels, outside the data (right of the first row).
+  handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=e)
+             for e, c in colors.items()]
+  axes[0][cols - 1].legend(handles=handles, title="estimator", loc="upper left",
+                           bbox_to_anchor=(1.03, 1.0), borderaxespad=0.0, fontsize=8,
+                           title_fontsize=9)
+  fig.tight_layout()
   workdir_lib.atomic_savefig(fig, path)
   plt.close(fig)
 
@@ -166,16 +180,25 @@ def plot_estimates(runs, truth, path):
 def plot_set_means(runs, path):
   """Each weight set's mean accuracy over the configurations, per run."""
   names = list(runs)
-  fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(names), 3.2))
+  k = max(runs[name]["accuracy"].shape[1] for name in names)
+  colors = plt.get_cmap("tab10" if k <= 10 else "tab20").colors
+  fig, ax = plt.subplots(figsize=(2.0 + 0.6 * len(names), 4.0))
   for x, name in enumerate(names):
     means = 100 * np.mean(runs[name]["accuracy"], axis=0)
-    ax.scatter([x] * len(means), means, s=18)
-  ax.set_xticks(range(len(names)), names, rotation=45, fontsize=8, ha="right")
-  ax.set_ylabel("weight set's mean accuracy (%)", fontsize=8)
-  ax.set_title("weight-set quality per run", fontsize=9)
+    for m, mean in enumerate(means):
+      ax.scatter([x], [mean], s=30, color=colors[m], zorder=3)
+  ax.set_xticks(range(len(names)), names, rotation=45, fontsize=9, ha="right")
+  ax.set_xlim(-0.6, len(names) - 0.4)
+  ax.tick_params(axis="y", labelsize=9)
+  ax.set_ylabel("weight set's mean accuracy (%)", fontsize=9)
+  ax.grid(axis="y", alpha=0.3)
+  ax.set_title("weight-set quality per run", fontsize=10)
+  handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[m], label=f"m{m}")
+             for m in range(k)]
+  ax.legend(handles=handles, title="weight set", loc="upper left", bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0, fontsize=8, title_fontsize=9)
   workdir_lib.atomic_savefig(fig, path)
   plt.close(fig)
-
 
 if __name__ == "__main__":
   app.run(main)

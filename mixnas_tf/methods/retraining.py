@@ -29,6 +29,7 @@ from mixnas_tf import spaces
 from mixnas_tf import workdir as workdir_lib
 from mixnas_tf.exporting import keras_export as export_lib
 from mixnas_tf.methods import standalone
+from mixnas_tf.training import trainer as trainer_lib
 
 EXPORT_MODES = ("first", "each", "none")
 # A search's settings that give its configurations their meaning; a retrain
@@ -122,7 +123,8 @@ def resolve(values: dict, given: Iterable[str] = ()) -> tuple[standalone.Standal
   fields = {f.name for f in dataclasses.fields(standalone.StandaloneConfig)}
   chosen = {k: v for k, v in values.items() if k in fields}
   if "step_boundaries" in chosen:
-    chosen["step_boundaries"] = tuple(float(b) for b in chosen["step_boundaries"])
+    chosen["step_boundaries"] = trainer_lib.OptimConfig.parse_boundaries(
+        chosen["step_boundaries"])
   from_search, rank = values.get("from_search"), values.get("rank")
   if from_search:
     if "config" in given:

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mixnas_tf import errors
 from mixnas_tf.training import distribute
 from mixnas_tf.training import optim
 
@@ -115,6 +116,17 @@ class OptimConfig:
   warmup_steps: int = 0
   step_boundaries: tuple[float, ...] = (0.5, 0.75)
   step_decay: float = 0.1
+
+  @staticmethod
+  def parse_boundaries(raw: Iterable[Any]) -> tuple[float, ...]:
+    """--step_boundaries as numbers (fractions of training), or one UsageError line."""
+    raw = list(raw)
+    try:
+      return tuple(float(b) for b in raw)
+    except (TypeError, ValueError):
+      raise errors.UsageError(
+          f"--step_boundaries must be comma-separated numbers, fractions of training such "
+          f"as 0.5,0.75 (received {','.join(map(str, raw))})") from None
 
 
 # The TF process crashed (segfault) after ~150 live XLA-compiled functions (BUILD_NOTES.md);
