@@ -76,6 +76,14 @@ def define_run_flags(defaults) -> None:
   flags.DEFINE_integer("log_every", defaults.log_every, "Log and update the progress bar "
                        "every this many steps.", lower_bound=1)
   flags.DEFINE_bool("progress", defaults.progress, "Show a progress bar.")
+  # Entry points define their flags after TensorFlow started (quiet_startup).
+  from mixnas_tf.training import distribute  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_enum("strategy", defaults.strategy, list(distribute.STRATEGIES), "Data "
+                    "parallelism with tf.distribute: none (one device), mirrored (every GPU "
+                    "of this machine; --batch_size is the global batch, split across them) "
+                    "or multi_worker (the machines of TF_CONFIG). Synchronized BatchNorm "
+                    "and all-reduced gradients: the one-device results up to rounding; "
+                    "graph mode (no XLA). README, 'Past one GPU'.")
 
 
 def define_xla_cache_flag() -> None:

@@ -26,13 +26,14 @@ from mixnas_tf.methods import evaluate
 from mixnas_tf.methods import mixture
 from mixnas_tf.nn import network
 from mixnas_tf.nn import ops
+from mixnas_tf.training import distribute
 from mixnas_tf.training import loop
 from mixnas_tf.training import runtime
 from mixnas_tf.training import trainer as trainer_lib
 
 # Flags that may change when a run is resumed: they do not change its results.
 RESUMABLE_FIELDS = frozenset({"tfds_data_dir", "log_every", "progress", "jit_compile",
-                              "max_live_programs"})
+                              "max_live_programs", "strategy"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,7 @@ class SearchConfig:
   final_eval: str = "all_pairs"
   estimate: str = "assigned"
   deterministic: bool = False
+  strategy: str = "none"
   log_every: int = 50
   progress: bool = True
 
@@ -119,6 +121,9 @@ def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config
       (cfg.batchnorm in ("batch_stats", "standard"),
        f"--batchnorm must be batch_stats or standard (received {cfg.batchnorm})"),
       (cfg.log_every >= 1, f"--log_every must be >= 1 (received {cfg.log_every})"),
+      (cfg.strategy in distribute.STRATEGIES,
+       f"--strategy must be one of {', '.join(distribute.STRATEGIES)} "
+       f"(received {cfg.strategy})"),
       (cfg.max_live_programs >= 1,
        f"--max_live_programs must be >= 1 (received {cfg.max_live_programs})"),
   ]
@@ -151,18 +156,30 @@ def load_search_data(cfg: SearchConfig):
   return dataset, train, val
 
 
-@workdir_lib.holding
 def run_search(cfg: SearchConfig, workdir: str,
                after_step: Callable[[int], None] | None = None) -> dict | None:
-  """Runs or resumes a search in `workdir`; returns the results, or None if interrupted."""
+  """Runs or resumes a search in `workdir`; returns the results, or None if interrupted.
+
+  A multi-worker run's workers other than the chief write to a directory of their own
+  (distribute.run_workdir)."""
   cfg = dataclasses.replace(cfg, dataset=data_lib.canonical_spec(cfg.dataset))
   space, configs = validate(cfg)
+  strategy = distribute.make(cfg.strategy)
+  distribute.check_batch(strategy, batch_size=cfg.batch_size,
+                         eval_batch_size=cfg.eval_batch_size)
+  return _held_search(cfg, distribute.run_workdir(strategy, workdir), space, configs,
+                      strategy, after_step)
+
+
+@workdir_lib.holding
+def _held_search(cfg: SearchConfig, workdir: str, space, configs, strategy,
+                 after_step) -> dict | None:
   with runtime.op_determinism(cfg.deterministic):
-    return _run_search(cfg, space, configs, workdir, after_step)
+    return _run_search(cfg, space, configs, workdir, strategy, after_step)
 
 
 def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: str,
-                after_step) -> dict | None:
+                strategy, after_step) -> dict | None:
   started = time.perf_counter()
   dataset, train, val = load_search_data(cfg)
   steps = data_lib.steps_per_epoch(train, cfg.batch_size)
@@ -189,21 +206,24 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
                workdir, len(configs), cfg.num_models, cfg.epochs, steps, len(train), len(val))
   runtime.set_seeds(cfg.seed)
   runtime.set_precision(cfg.precision)
-  model = network.SwitchableResNet(
-      space=space.name, configs=configs, num_models=cfg.num_models,
-      num_classes=dataset.num_classes, downsample=cfg.downsample, batchnorm=cfg.batchnorm,
-      image_size=dataset.image_size,
-      mean=dataset.mean, std=dataset.std)
-  mixture_state = trainer_lib.MixtureState(len(configs), cfg.num_models, cfg.seed,
-                                           ema_decay=cfg.ema_decay,
-                                           shared=cfg.shared_epochs > 0)
+  with distribute.scope(strategy):  # Mirrored variables under a strategy.
+    model = network.SwitchableResNet(
+        space=space.name, configs=configs, num_models=cfg.num_models,
+        num_classes=dataset.num_classes, downsample=cfg.downsample, batchnorm=cfg.batchnorm,
+        image_size=dataset.image_size,
+        mean=dataset.mean, std=dataset.std)
+    mixture_state = trainer_lib.MixtureState(len(configs), cfg.num_models, cfg.seed,
+                                             ema_decay=cfg.ema_decay,
+                                             shared=cfg.shared_epochs > 0)
   # Epochs of one shared SuperNet before the K sets split from it (none when K = 1).
   shared_epochs = cfg.shared_epochs if cfg.num_models > 1 else 0
-  xla, policy = runtime.compile_policy(cfg.jit_compile, len(configs), cfg.max_live_programs)
+  xla, policy = runtime.compile_policy(cfg.jit_compile, len(configs), cfg.max_live_programs,
+                                       cfg.strategy)
   logging.info("Compile policy: %s.", policy)
   trainer = trainer_lib.Trainer(model, cfg.optim(), total_steps=cfg.epochs * steps,
                                 precision=cfg.precision, jit_compile=xla,
-                                mixture=mixture_state, max_live_programs=cfg.max_live_programs)
+                                mixture=mixture_state, max_live_programs=cfg.max_live_programs,
+                                strategy=strategy)
   image_size = dataset.image_size
   if xla:
     # Every program traced now, in the searched order: the same names in every run of these

@@ -29,11 +29,13 @@ from mixnas_tf.methods import diffstride as diffstride_lib
 from mixnas_tf.nn import network
 from mixnas_tf.nn import ops
 from mixnas_tf.training import checkpoint
+from mixnas_tf.training import distribute
 from mixnas_tf.training import loop
 from mixnas_tf.training import runtime
 from mixnas_tf.training import trainer as trainer_lib
 
-RESUMABLE_FIELDS = frozenset({"tfds_data_dir", "log_every", "progress", "jit_compile"})
+RESUMABLE_FIELDS = frozenset({"tfds_data_dir", "log_every", "progress", "jit_compile",
+                              "strategy"})
 EVAL_SPLITS = ("test", "holdout")
 # Fields that only a "diffstride" run reads; other runs leave them out of flags.json.
 DIFFSTRIDE_FIELDS = ("smoothness_factor", "stride_regularizer")
@@ -88,6 +90,7 @@ class StandaloneConfig:
   seed: int = 0
   data_seed: int = 0
   deterministic: bool = False
+  strategy: str = "none"
   log_every: int = 50
   progress: bool = True
 
@@ -135,6 +138,9 @@ def validate(cfg: StandaloneConfig) -> tuple[spaces.SearchSpace, spaces.Config]:
       (cfg.stride_regularizer == 0 or cfg.downsample == "diffstride",
        "--stride_regularizer applies to --downsample=diffstride only"),
       (cfg.gamma_l1 >= 0, f"--gamma_l1 must be >= 0 (received {cfg.gamma_l1})"),
+      (cfg.strategy in distribute.STRATEGIES,
+       f"--strategy must be one of {', '.join(distribute.STRATEGIES)} "
+       f"(received {cfg.strategy})"),
   ]
   for ok, message in checks:
     if not ok:
@@ -186,7 +192,6 @@ def build(cfg: StandaloneConfig, space, config, dataset) -> network.SwitchableRe
       gamma_l1=cfg.gamma_l1, **learned)
 
 
-@workdir_lib.holding
 def train_standalone(cfg: StandaloneConfig, workdir: str,
                      after_step: Callable[[int], None] | None = None,
                      loaded=None, initialize: Callable | None = None) -> dict | None:
@@ -201,15 +206,27 @@ def train_standalone(cfg: StandaloneConfig, workdir: str,
       (e.g. inherited weights); a resumed run restores its checkpoint instead.
 
   Returns:
-    The metrics (also in `workdir/metrics.json`), or None if interrupted.
+    The metrics (also in `workdir/metrics.json`), or None if interrupted. A multi-worker
+    run's workers other than the chief write to a directory of their own
+    (distribute.run_workdir).
   """
   cfg = dataclasses.replace(cfg, dataset=data_lib.canonical_spec(cfg.dataset))
   validate(cfg)
+  strategy = distribute.make(cfg.strategy)
+  distribute.check_batch(strategy, batch_size=cfg.batch_size,
+                         eval_batch_size=cfg.eval_batch_size)
+  return _held_standalone(cfg, distribute.run_workdir(strategy, workdir), strategy,
+                          after_step, loaded, initialize)
+
+
+@workdir_lib.holding
+def _held_standalone(cfg: StandaloneConfig, workdir: str, strategy, after_step, loaded,
+                     initialize) -> dict | None:
   with runtime.op_determinism(cfg.deterministic):
-    return _train_standalone(cfg, workdir, after_step, loaded, initialize)
+    return _train_standalone(cfg, workdir, strategy, after_step, loaded, initialize)
 
 
-def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded,
+def _train_standalone(cfg: StandaloneConfig, workdir: str, strategy, after_step, loaded,
                       initialize=None) -> dict | None:
   space, config = validate(cfg)
   metrics_path = os.path.join(workdir, "metrics.json")
@@ -226,9 +243,10 @@ def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded,
   steps = data_lib.steps_per_epoch(train, cfg.batch_size)
   runtime.set_precision(cfg.precision)
   runtime.set_seeds(cfg.seed)
-  model = build(cfg, space, config, dataset)
-  if initialize is not None:
-    initialize(model)
+  with distribute.scope(strategy):  # Mirrored variables under a strategy.
+    model = build(cfg, space, config, dataset)
+    if initialize is not None:
+      initialize(model)
   resumed = workdir_lib.prepare(workdir, flags, ignore=RESUMABLE_FIELDS,
                                 defaults=dataclasses.asdict(StandaloneConfig()), extra={
       "run.json": {"config": config.record(),
@@ -240,7 +258,8 @@ def _train_standalone(cfg: StandaloneConfig, workdir: str, after_step, loaded,
                    "classes": list(dataset.class_names)}})
   workdir_lib.check_dataset(workdir, "run.json", dataset.name, dataset.fingerprint, resumed)
   trainer = trainer_lib.Trainer(model, cfg.optim(steps), total_steps=cfg.epochs * steps,
-                         precision=cfg.precision, jit_compile=cfg.jit_compile)
+                                precision=cfg.precision, jit_compile=cfg.jit_compile,
+                                strategy=strategy)
   k = tf.constant(0, tf.int32)
 
   def step_config():

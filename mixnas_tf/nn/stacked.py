@@ -16,6 +16,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from mixnas_tf.training import distribute
+
 BATCHNORM_MODES = ("batch_stats", "standard")
 
 
@@ -180,12 +182,13 @@ class StackedBatchNorm(_Stacked):
   def _update_moving(self, variable, model_index, batch_value):
     old = tf.gather(variable.value, model_index)
     new = self.momentum * old + (1.0 - self.momentum) * batch_value
-    variable.value.scatter_nd_update(tf.reshape(model_index, [1, 1]), new[None])
+    distribute.write_slice(variable.value, model_index, new)
 
   def call(self, x, model_index, training: bool = False):
     x32 = tf.cast(x, tf.float32)
     if self.mode == "batch_stats" or training:
-      mean, variance = tf.nn.moments(x32, axes=[0, 1, 2])
+      # Over the global batch under a tf.distribute strategy (synchronized BatchNorm).
+      mean, variance = distribute.moments(x32, axes=[0, 1, 2])
       if self.mode == "standard":
         self._update_moving(self.moving_mean, model_index, mean)
         self._update_moving(self.moving_variance, model_index, variance)

@@ -17,6 +17,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from mixnas_tf.training import distribute
+
 
 def slice_gradient(grad, model_index):
   """The gradient of slice `model_index` from a gradient of a stacked variable `[K, ...]`.
@@ -68,13 +70,21 @@ class SlicedSGD(tf.Module):
       apply_mask: optional bool scalar tensor; when False the step leaves everything
         unchanged (a float16 step whose gradients overflowed).
     """
-    index = tf.reshape(model_index, [1, 1])
-    for var, slot, grad, decays in zip(self._variables, self.slots, grads, self._decays):
-      if grad is None:
+    self.apply_sliced(self.slice(grads, model_index), model_index, learning_rate, apply_mask)
+
+  @staticmethod
+  def slice(grads, model_index):
+    """The gradients of slice `model_index` (float32; None stays None)."""
+    return [None if g is None else tf.cast(slice_gradient(g, model_index), tf.float32)
+            for g in grads]
+
+  def apply_sliced(self, grads, model_index, learning_rate, apply_mask=None):
+    """`apply` with gradients already sliced (`slice`)."""
+    for var, slot, g, decays in zip(self._variables, self.slots, grads, self._decays):
+      if g is None:
         continue
       w = tf.gather(var.value, model_index)
       buf = tf.gather(slot, model_index)
-      g = tf.cast(slice_gradient(grad, model_index), tf.float32)
       if self.weight_decay and decays:
         g += self.weight_decay * w
       new_buf = self.momentum * buf + g
@@ -85,8 +95,8 @@ class SlicedSGD(tf.Module):
       if apply_mask is not None:
         new_buf = tf.where(apply_mask, new_buf, buf)
         new_w = tf.where(apply_mask, new_w, w)
-      slot.scatter_nd_update(index, new_buf[None])
-      var.value.scatter_nd_update(index, new_w[None])
+      distribute.write_slice(slot, model_index, new_buf)
+      distribute.write_slice(var.value, model_index, new_w)
 
 
 class DynamicLossScale(tf.Module):

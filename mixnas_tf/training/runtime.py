@@ -52,7 +52,8 @@ def check_determinism(deterministic: bool, jit_compile: bool, downsample: str) -
         "no deterministic XLA max-pool gradient (avgpool and conv work with XLA)")
 
 
-def compile_policy(jit_compile: bool, num_programs: int, max_live: int) -> tuple[bool, str]:
+def compile_policy(jit_compile: bool, num_programs: int, max_live: int,
+                   strategy: str = "none") -> tuple[bool, str]:
   """Whether to XLA-compile steps that need `num_programs` programs (one per
   configuration), and why.
 
@@ -60,10 +61,14 @@ def compile_policy(jit_compile: bool, num_programs: int, max_live: int) -> tuple
   executable stays in XLA's cache, ~10 MB per ResNet20 step on the CPU) and the process
   crashed after ~150 of them, while a dropped graph-mode program is freed. So XLA runs
   when every program stays alive within the bound; beyond it, graph mode with at most
-  `max_live` live programs (the least recently used are traced again when met).
+  `max_live` live programs (the least recently used are traced again when met). A
+  tf.distribute `strategy` other than "none" runs in graph mode.
   """
   if not jit_compile:
     return False, "graph mode (--nojit_compile)"
+  if strategy != "none":
+    return False, (f"graph mode: --strategy={strategy} all-reduces through tf.distribute, "
+                   "which an XLA-compiled replica step cannot contain (distribute.py)")
   if num_programs <= max_live:
     return True, f"XLA: {num_programs} programs per step kind <= {max_live} live"
   return False, (f"graph mode: {num_programs} configurations exceed "

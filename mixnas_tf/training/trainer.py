@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from mixnas_tf import errors
+from mixnas_tf.training import distribute
 from mixnas_tf.training import optim
 
 
@@ -95,10 +96,11 @@ class MixtureState(tf.Module):
 
   def update(self, config_index: int, model_index, accuracy):
     """W[c, m] <- decay * W[c, m] + (1 - decay) * accuracy."""
-    index = tf.stack([tf.constant(config_index, tf.int32), model_index])[None]
-    old = tf.gather(self.scores[config_index], model_index)  # (ResourceGatherNd has no XLA kernel.)
-    self.scores.scatter_nd_update(
-        index, (self.ema_decay * old + (1.0 - self.ema_decay) * tf.cast(accuracy, tf.float32))[None])
+    row = self.scores[config_index]
+    old = tf.gather(row, model_index)  # (ResourceGatherNd has no XLA kernel.)
+    new = self.ema_decay * old + (1.0 - self.ema_decay) * tf.cast(accuracy, tf.float32)
+    distribute.write_slice(self.scores, config_index,
+                    tf.tensor_scatter_nd_update(row, tf.reshape(model_index, [1, 1]), new[None]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,16 +142,25 @@ class Programs:
   configurations; the least recently used ones are dropped and compiled again on their
   next use (XLA's persistent cache, when set, makes that a cache read).
 
+  With a tf.distribute strategy, a program runs `fn` on every replica (`strategy.run`)
+  with the batch arguments split across them (distribute.py), and returns the first
+  replica's outputs (the step all-reduces what it returns).
+
   Args:
     fn: the step, fn(config, *tensors).
     jit_compile: compile with XLA.
     max_live: how many programs stay alive.
+    strategy: a tf.distribute strategy, or None (one device).
   """
 
-  def __init__(self, fn, jit_compile: bool, max_live: int):
+  def __init__(self, fn, jit_compile: bool, max_live: int, strategy=None):
     if max_live < 1:
       raise ValueError(f"max_live must be >= 1. Received: max_live={max_live}")
+    if strategy is not None and jit_compile:
+      raise ValueError("a program under a tf.distribute strategy runs in graph mode "
+                       "(distribute.py); received jit_compile=True")
     self._fn, self._jit_compile, self.max_live = fn, bool(jit_compile), int(max_live)
+    self._strategy = strategy
     self._live: collections.OrderedDict = collections.OrderedDict()
     self.traces = 0
     self.evictions = 0
@@ -158,7 +169,10 @@ class Programs:
     key = tuple(config)
     program = self._live.pop(key, None)
     if program is None:
-      program = tf.function(functools.partial(self._fn, key), jit_compile=self._jit_compile)
+      fn = functools.partial(self._fn, key)
+      if self._strategy is not None:
+        fn = functools.partial(_replicated, self._strategy, fn)
+      program = tf.function(fn, jit_compile=self._jit_compile)
     self._live[key] = program
     if len(self._live) > self.max_live:
       self._live.popitem(last=False)
@@ -167,6 +181,8 @@ class Programs:
 
   def __call__(self, config, *args):
     program = self._program(config)
+    if self._strategy is not None:
+      args = distribute.split(self._strategy, args)
     before = program.experimental_get_tracing_count()
     out = program(*args)
     self.traces += program.experimental_get_tracing_count() - before
@@ -191,6 +207,10 @@ class Programs:
     return len(self._live)
 
 
+def _replicated(strategy, fn, *args):
+  return distribute.first_replica(strategy, strategy.run(fn, args=args))
+
+
 class Trainer(tf.Module):
   """Compiled steps over one `SwitchableResNet` and its optimizer state.
 
@@ -202,13 +222,22 @@ class Trainer(tf.Module):
     jit_compile: compile the steps with XLA.
     mixture: a MixtureState for a search; None otherwise.
     max_live_programs: compiled programs kept alive per step kind (`Programs`).
+    strategy: a tf.distribute strategy whose scope built the model, or None (one
+      device). The trainer creates its own variables in the scope; its steps run
+      data-parallel with the semantics of distribute.py, in graph mode.
   """
 
   def __init__(self, model, optim_config: OptimConfig, total_steps: int,
                precision: str = "float32", jit_compile: bool = True,
                mixture: MixtureState | None = None,
-               max_live_programs: int = DEFAULT_MAX_LIVE_PROGRAMS):
+               max_live_programs: int = DEFAULT_MAX_LIVE_PROGRAMS, strategy=None):
     super().__init__(name="trainer")
+    with distribute.scope(strategy):
+      self._init(model, optim_config, total_steps, precision, jit_compile, mixture,
+                 max_live_programs, strategy)
+
+  def _init(self, model, optim_config, total_steps, precision, jit_compile, mixture,
+            max_live_programs, strategy):
     self.model = model
     self.optim_config = optim_config
     self.total_steps = int(total_steps)
@@ -227,11 +256,11 @@ class Trainer(tf.Module):
                                      nesterov=optim_config.nesterov)
     self.loss_scale = optim.DynamicLossScale() if precision == "mixed_float16" else None
     self._config_index = {c: i for i, c in enumerate(model.configs)}
-    self.jit_compile = bool(jit_compile)
-    self.train_step = Programs(self._train_step, jit_compile, max_live_programs)
-    self.search_step = Programs(self._search_step, jit_compile, max_live_programs)
-    self.eval_step = Programs(self._eval_step, jit_compile, max_live_programs)
-    self.eval_all_step = Programs(self._eval_all_step, jit_compile, max_live_programs)
+    self.jit_compile = bool(jit_compile) and strategy is None
+    self.strategy = strategy
+    self.train_step, self.search_step, self.eval_step, self.eval_all_step = (
+        Programs(fn, self.jit_compile, max_live_programs, strategy)
+        for fn in (self._train_step, self._search_step, self._eval_step, self._eval_all_step))
 
   def copy_weight_set(self, source: int = 0) -> None:
     """Sets every weight set (weights, BatchNorm statistics, momentum) to set `source`.
@@ -272,8 +301,13 @@ class Trainer(tf.Module):
     return tf.nn.softmax_cross_entropy_with_logits(labels=onehot, logits=logits)
 
   def _train_body(self, config, model_index, images, labels) -> dict[str, tf.Tensor]:
-    """One SGD step of weight set `model_index` in configuration `config` (traced inline)."""
+    """One SGD step of weight set `model_index` in configuration `config` (traced inline).
+
+    On R replicas (distribute.py) each replica's loss is its sub-batch mean / R and the
+    sliced gradients are SUM-all-reduced before the one update every replica applies.
+    """
     variables = self.model.trainable_variables
+    replicas = distribute.num_replicas_here()
     with tf.GradientTape() as tape:
       logits = self.model(images, config=config, model_index=model_index, training=True)
       loss = tf.reduce_mean(self._loss(labels, logits))
@@ -281,24 +315,25 @@ class Trainer(tf.Module):
       extra = [tf.cast(term, tf.float32) for term in self.model.losses]
       regularization = tf.add_n(extra) if extra else None
       total = loss + regularization if extra else loss
+      if replicas > 1:
+        total = total / replicas
       scaled = total * self.loss_scale.scale if self.loss_scale else total
-    grads = tape.gradient(scaled, variables)
+    grads = distribute.all_reduce_sum(
+        self.optimizer.slice(tape.gradient(scaled, variables), model_index))
     finite = None
     if self.loss_scale:
       inv = 1.0 / self.loss_scale.scale
-      grads = [tf.IndexedSlices(g.values * inv, g.indices, g.dense_shape)
-               if isinstance(g, tf.IndexedSlices) else (None if g is None else g * inv)
-               for g in grads]
+      grads = [None if g is None else g * inv for g in grads]
       finite = optim.all_finite(grads)
       self.loss_scale.update(finite)
     lr = self.learning_rate()
-    self.optimizer.apply(grads, model_index, lr, apply_mask=finite)
+    self.optimizer.apply_sliced(grads, model_index, lr, apply_mask=finite)
     self.step.assign_add(1)
-    self.model_steps.scatter_nd_add(tf.reshape(model_index, [1, 1]),
-                                    tf.ones([1], tf.int64))
-    accuracy = tf.reduce_mean(tf.cast(
+    self.model_steps.assign_add(tf.one_hot(model_index, self.model.num_models,
+                                           dtype=tf.int64))
+    accuracy = distribute.mean(tf.cast(
         tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
-    metrics = {"loss": loss, "accuracy": accuracy, "learning_rate": lr}
+    metrics = {"loss": distribute.mean(loss), "accuracy": accuracy, "learning_rate": lr}
     if extra:
       metrics["regularization_loss"] = regularization
     return metrics
@@ -314,7 +349,7 @@ class Trainer(tf.Module):
     metrics = self._train_body(config, model_index, images, labels)
     val_logits = self.model(val_images, config=config, model_index=model_index,
                             training=False)
-    val_accuracy = tf.reduce_mean(tf.cast(
+    val_accuracy = distribute.mean(tf.cast(
         tf.equal(tf.argmax(val_logits, -1, output_type=tf.int32), val_labels), tf.float32))
     self.mixture.update(c, model_index, val_accuracy)
     return {**metrics, "val_batch_accuracy": val_accuracy, "model": model_index}
@@ -326,13 +361,13 @@ class Trainer(tf.Module):
     correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
                       tf.float32) * mask
     n = self.model.num_classes
-    return {
+    return distribute.all_reduce_sum({
         "correct": tf.reduce_sum(correct),
         "loss": tf.reduce_sum(self._loss(labels, logits) * mask),
         "count": tf.reduce_sum(mask),
         "class_correct": tf.math.unsorted_segment_sum(correct, labels, n),
         "class_count": tf.math.unsorted_segment_sum(mask, labels, n),
-    }
+    })
 
   def _eval_all_step(self, config, images, labels, mask):
     """Correct predictions and loss sums of every weight set [K] on one batch: one
@@ -342,7 +377,7 @@ class Trainer(tf.Module):
       out = self._eval_step(config, tf.constant(k, tf.int32), images, labels, mask)
       correct.append(out["correct"])
       loss.append(out["loss"])
-    return {"correct": tf.stack(correct), "loss": tf.stack(loss), "count": tf.reduce_sum(mask)}
+    return {"correct": tf.stack(correct), "loss": tf.stack(loss), "count": out["count"]}
 
   def evaluate_all(self, config, batches: Iterable) -> list[dict[str, float]]:
     """Accuracy and mean loss of every weight set in `config` over `batches`."""
