@@ -3,7 +3,7 @@ import setuptools
 
 setuptools.setup(
     name="mixnas_tf",
-    version="0.1.1",
+    version="0.1.2",
     description=(
         "Search where a CNN should downsample with a balanced mixture of "
         "SuperNets (Keras 3 / TensorFlow)."
