@@ -70,6 +70,8 @@ class Checkpointer:
       return {json.load(f)["checkpoint"]}
 
   def _sweep(self, keep: set[str]) -> None:
+    if not os.path.isdir(self.directory):  # The failed save could not even create it.
+      return
     for f in os.listdir(self.directory):
       if f.startswith("ckpt-") and f.split(".")[0] not in keep:
         path = os.path.join(self.directory, f)
