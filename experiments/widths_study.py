@@ -30,6 +30,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 
 from mixnas_tf import spaces  # pylint: disable=wrong-import-position
 from mixnas_tf import workdir as workdir_lib  # pylint: disable=wrong-import-position
+from mixnas_tf.analysis import report_figures  # pylint: disable=wrong-import-position
 from mixnas_tf.methods import standalone  # pylint: disable=wrong-import-position
 from mixnas_tf.methods import width_search  # pylint: disable=wrong-import-position
 from mixnas_tf.nn import network  # pylint: disable=wrong-import-position
@@ -110,9 +111,7 @@ def main(argv):
   for name, (m, a) in points.items():
     ax.errorbar(m, a, yerr=rows[name]["std"] or 0, fmt="o", capsize=3,
                 label=f"{name} {rows[name]['config']}")
-  front = [n for n, (m, a) in points.items()
-           if not any(m2 <= m and a2 > a for n2, (m2, a2) in points.items() if n2 != n)]
-  front.sort(key=lambda n: points[n][0])
+  front = report_figures.pareto_front(points)
   ax.plot([points[n][0] for n in front], [points[n][1] for n in front], "k--", lw=1,
           label="Pareto front")
   ax.set_xlabel("multiply-accumulates per image (M)")

@@ -11,6 +11,7 @@ import pytest
 
 from mixnas_tf import errors
 from mixnas_tf.analysis import report
+from mixnas_tf.analysis import report_figures
 from mixnas_tf.methods import search
 
 
@@ -27,7 +28,7 @@ def fixture_search_dir(tmp_path_factory):
 def test_pareto_front():
   points = {1: (10.0, 50.0), 2: (20.0, 60.0), 3: (30.0, 55.0), 4: (40.0, 70.0),
             5: (10.0, 40.0)}
-  assert report.pareto_front(points) == [1, 2, 4]
+  assert report_figures.pareto_front(points) == [1, 2, 4]
 
 
 def test_report_with_ground_truth_and_tuner(search_dir, tmp_path):
