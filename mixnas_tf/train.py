@@ -69,6 +69,9 @@ flags.DEFINE_integer("max_live_programs", _D.max_live_programs, "Compiled step p
                      "beyond it are traced again when met. XLA is used only when every "
                      "searched configuration fits (XLA never frees a compiled program), "
                      "else graph mode.", lower_bound=1)
+flags.DEFINE_integer("compile_threads", _D.compile_threads, "With XLA, every configuration's "
+                     "steps compile before the first step, this many at a time (0: the "
+                     "host's cores).", lower_bound=0)
 cli.define_xla_cache_flag()
 
 FLAGS = flags.FLAGS

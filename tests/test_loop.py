@@ -147,6 +147,41 @@ def test_compiled_functions_do_not_grow_with_k():
                                     "eval_all_step": 0}
 
 
+def test_compile_ahead_compiles_concurrently_and_changes_no_state():
+  # Two trainers from the same initial weights: one compiles its programs ahead, from
+  # two threads (the search's start), the other on first use. They then train alike.
+  tf.keras.utils.set_random_seed(0)
+  ahead = _trainer(num_models=2)
+  lazy = _trainer(num_models=2)
+  for a, b in zip(ahead.state_variables(), lazy.state_variables()):
+    b.assign(a)
+  batch, k = 8, tf.TensorSpec([], tf.int32)
+  images = tf.TensorSpec([batch, 32, 32, 3], tf.uint8)
+  labels = tf.TensorSpec([batch], tf.int32)
+  mask = tf.TensorSpec([batch], tf.float32)
+  jobs = [job for c in CONFIGS for job in (
+      (ahead.search_step, c, (images, labels, images, labels)),
+      (ahead.eval_step, c, (k, images, labels, mask)))]
+  for programs, config, specs in jobs:
+    programs.trace(config, *specs)
+  before = [v.numpy().copy() for v in ahead.state_variables()]
+  # Weights, slots, counters, mixture state (its seed included): nothing is left out.
+  assert len(before) == len(ahead.model.variables) + len(ahead.optimizer.slots) + 2 + 5
+  ahead.compile_ahead(jobs, threads=2)
+  for old, var in zip(before, ahead.state_variables()):
+    np.testing.assert_array_equal(old, var.numpy(), err_msg=var.name)
+  traced = ahead.trace_counts()
+  assert traced == {"train_step": 0, "search_step": 3, "eval_step": 3, "eval_all_step": 0}
+  for step in range(4):
+    x, y = _batch(batch, seed=step)
+    outs = [t.search_step(CONFIGS[step % 3], x, y, x, y) for t in (ahead, lazy)]
+    assert int(outs[0]["model"]) == int(outs[1]["model"])
+    np.testing.assert_allclose(float(outs[0]["loss"]), float(outs[1]["loss"]), rtol=1e-6)
+  assert ahead.trace_counts() == traced  # The steps ran the programs compiled ahead.
+  for a, b in zip(ahead.state_variables(), lazy.state_variables()):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.name)
+
+
 def test_train_step_reduces_loss_and_evaluate_counts_classes():
   trainer = _trainer(num_models=2, jit_compile=True)
   images, labels = _batch(32, seed=3)

@@ -33,7 +33,7 @@ from mixnas_tf.training import trainer as trainer_lib
 
 # Flags that may change when a run is resumed: they do not change its results.
 RESUMABLE_FIELDS = frozenset({"tfds_data_dir", "log_every", "progress", "jit_compile",
-                              "max_live_programs", "strategy"})
+                              "max_live_programs", "strategy", "compile_threads"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +64,7 @@ class SearchConfig:
   precision: str = "float32"
   jit_compile: bool = True
   max_live_programs: int = trainer_lib.DEFAULT_MAX_LIVE_PROGRAMS
+  compile_threads: int = 0  # 0: the host's cores.
   seed: int = 0
   final_eval: str = "all_pairs"
   estimate: str = "assigned"
@@ -126,12 +127,41 @@ def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config
        f"(received {cfg.strategy})"),
       (cfg.max_live_programs >= 1,
        f"--max_live_programs must be >= 1 (received {cfg.max_live_programs})"),
+      (cfg.compile_threads >= 0,
+       f"--compile_threads must be >= 0, 0 for the host's cores "
+       f"(received {cfg.compile_threads})"),
   ]
   for ok, message in checks:
     if not ok:
       raise errors.UsageError(message)
   runtime.check_determinism(cfg.deterministic, cfg.jit_compile, cfg.downsample)
   return space, configs
+
+
+def compile_jobs(trainer: trainer_lib.Trainer, cfg: SearchConfig, configs, image_size: int):
+  """(step kind, configuration, argument specs) of every program a search runs: each
+  configuration's search step and the final evaluation's step, in the searched order."""
+  images = tf.TensorSpec([cfg.batch_size, image_size, image_size, 3], tf.uint8)
+  labels = tf.TensorSpec([cfg.batch_size], tf.int32)
+  eval_images = tf.TensorSpec([cfg.eval_batch_size, image_size, image_size, 3], tf.uint8)
+  eval_labels = tf.TensorSpec([cfg.eval_batch_size], tf.int32)
+  mask = tf.TensorSpec([cfg.eval_batch_size], tf.float32)
+  all_sets = (evaluate.parse_final_eval(cfg.final_eval).pairs == "all_pairs"
+              and cfg.num_models > 1)
+  jobs = []
+  for config in configs:
+    jobs.append((trainer.search_step, config, (images, labels, images, labels)))
+    if all_sets:
+      jobs.append((trainer.eval_all_step, config, (eval_images, eval_labels, mask)))
+    else:
+      jobs.append((trainer.eval_step, config,
+                   (tf.TensorSpec([], tf.int32), eval_images, eval_labels, mask)))
+  return jobs
+
+
+def compile_threads(requested: int, num_jobs: int) -> int:
+  """Programs compiled at a time: `requested`, or the host's cores when 0."""
+  return max(1, min(requested or os.cpu_count() or 1, num_jobs))
 
 
 def config_sequence(seed: int, epoch: int, num_configs: int, steps: int) -> np.ndarray:
@@ -228,23 +258,19 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
   if xla:
     # Every program traced now, in the searched order: the same names in every run of these
     # settings, so XLA's persistent cache serves another seed or a resume (Programs.trace).
+    # Then all of them compiled before the first step, several at a time.
     t0 = time.perf_counter()
-    images = tf.TensorSpec([cfg.batch_size, image_size, image_size, 3], tf.uint8)
-    labels = tf.TensorSpec([cfg.batch_size], tf.int32)
-    eval_images = tf.TensorSpec([cfg.eval_batch_size, image_size, image_size, 3], tf.uint8)
-    eval_labels = tf.TensorSpec([cfg.eval_batch_size], tf.int32)
-    mask = tf.TensorSpec([cfg.eval_batch_size], tf.float32)
-    index = tf.TensorSpec([], tf.int32)
-    for config in configs:
-      trainer.search_step.trace(config, images, labels, images, labels)
-      if evaluate.parse_final_eval(cfg.final_eval).pairs == "all_pairs" and \
-          cfg.num_models > 1:
-        trainer.eval_all_step.trace(config, eval_images, eval_labels, mask)
-      else:
-        trainer.eval_step.trace(config, index, eval_images, eval_labels, mask)
+    jobs = compile_jobs(trainer, cfg, configs, dataset.image_size)
+    for programs, config, specs in jobs:
+      programs.trace(config, *specs)
     traced = time.perf_counter() - t0
-    logging.info("Traced the search and evaluation steps of %d configurations in %.1f s.",
-                 len(configs), traced)
+    threads = compile_threads(cfg.compile_threads, len(jobs))
+    trainer.compile_ahead(jobs, threads)
+    compiled = time.perf_counter() - t0 - traced
+    logging.info("Traced the search and evaluation steps of %d configurations in %.1f s and "
+                 "compiled them in %.1f s (%d at a time).", len(configs), traced, compiled,
+                 threads)
+    traced += compiled
   else:
     traced = 0.0
   samples: list = []  # [config index, model index tensor] per step, in order.
@@ -252,7 +278,8 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
   # Compilation (steps that traced) and the time from this process's start of the run to
   # its first finished step (data loading, building, the first compilation).
   timing = {"compile_seconds": traced, "first_step_seconds": None, "policy": policy}
-  first_called: set[int] = set()  # Configurations whose program ran in this process.
+  # Configurations whose program ran in this process (compiled ahead: all of them).
+  first_called: set[int] = set(range(len(configs))) if xla else set()
 
   def epoch_begin(epoch, start_step):
     if epoch >= shared_epochs and bool(mixture_state.shared.numpy()):

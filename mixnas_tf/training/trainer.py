@@ -13,10 +13,13 @@ not grow with K.
 
 import collections
 from collections.abc import Iterable
+from collections.abc import Sequence
+from concurrent import futures
 import dataclasses
 import functools
 import logging as logging_std
 import math
+import threading
 from typing import Any
 
 import keras
@@ -162,21 +165,23 @@ class Programs:
     self._fn, self._jit_compile, self.max_live = fn, bool(jit_compile), int(max_live)
     self._strategy = strategy
     self._live: collections.OrderedDict = collections.OrderedDict()
+    self._lock = threading.Lock()  # Trainer.compile_ahead calls programs from threads.
     self.traces = 0
     self.evictions = 0
 
   def _program(self, config):
     key = tuple(config)
-    program = self._live.pop(key, None)
-    if program is None:
-      fn = functools.partial(self._fn, key)
-      if self._strategy is not None:
-        fn = functools.partial(_replicated, self._strategy, fn)
-      program = tf.function(fn, jit_compile=self._jit_compile)
-    self._live[key] = program
-    if len(self._live) > self.max_live:
-      self._live.popitem(last=False)
-      self.evictions += 1
+    with self._lock:
+      program = self._live.pop(key, None)
+      if program is None:
+        fn = functools.partial(self._fn, key)
+        if self._strategy is not None:
+          fn = functools.partial(_replicated, self._strategy, fn)
+        program = tf.function(fn, jit_compile=self._jit_compile)
+      self._live[key] = program
+      if len(self._live) > self.max_live:
+        self._live.popitem(last=False)
+        self.evictions += 1
     return program
 
   def __call__(self, config, *args):
@@ -205,6 +210,11 @@ class Programs:
   @property
   def live(self) -> int:
     return len(self._live)
+
+
+def _tf_variable(var) -> tf.Variable:
+  """The tf.Variable behind a Keras 3 variable (or `var` itself)."""
+  return var.value if isinstance(var, keras.Variable) else var
 
 
 def _replicated(strategy, fn, *args):
@@ -275,8 +285,48 @@ class Trainer(tf.Module):
       if var.shape[0] != k:
         raise ValueError(f"{var.name} is not stacked over the {k} weight sets "
                          f"(shape {var.shape})")
-      value = var.value if isinstance(var, keras.Variable) else var
+      value = _tf_variable(var)
       value.assign(tf.repeat(value[source:source + 1], k, axis=0))
+
+  def state_variables(self) -> list[tf.Variable]:
+    """Every variable a step can change: weights, BatchNorm statistics, momentum, the
+    step counters, the mixture's state and the loss scale."""
+    out = [_tf_variable(v) for v in self.model.variables]
+    out += list(self.optimizer.slots) + [self.step, self.model_steps]
+    for module in (self.mixture, self.loss_scale):
+      if module is not None:
+        out += list(module.variables)
+    return out
+
+  def compile_ahead(self, jobs: Sequence[tuple["Programs", Any, Sequence[tf.TensorSpec]]],
+                    threads: int) -> None:
+    """Compiles programs before they are first needed, `threads` at a time.
+
+    Each job is (step kind, configuration, argument specs); its program, traced already,
+    runs once on zeros of those specs. XLA compiles a program on its first call, and TF
+    releases the variables' locks while it compiles (tensorflow/compiler/jit/kernels/
+    xla_ops.cc), so programs called from several threads compile concurrently, up to the
+    host's cores. Every variable those calls changed is then put back, so the run that
+    follows is the run that would have compiled each program on first use.
+    """
+    variables = self.state_variables()
+    saved = [tf.identity(v) for v in variables]
+
+    def run(job):
+      programs, config, specs = job
+      args = [tf.zeros(spec.shape, spec.dtype) for spec in specs]
+      tf.nest.map_structure(lambda t: t.numpy(), programs(config, *args))
+
+    try:
+      if threads <= 1:
+        for job in jobs:
+          run(job)
+      else:
+        with futures.ThreadPoolExecutor(threads, thread_name_prefix="compile") as pool:
+          list(pool.map(run, jobs))
+    finally:
+      for var, value in zip(variables, saved):
+        var.assign(value)
 
   def trace_counts(self) -> dict[str, int]:
     """Programs traced (and, with XLA, compiled) by each step kind so far."""
