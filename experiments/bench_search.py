@@ -9,9 +9,12 @@ Measures, in one process on this machine, with medians over interleaved repeats:
   2. `keras.Model.fit(jit_compile=True)` on the stand-alone ResNet20 [4,3,3] built from
      standard Keras layers (export.to_functional), same widths, batch and input size,
      same tf.data input;
+  1b. the K=1 step with the crop + flip inside the compiled step (`--augment_in_step`),
+     which takes the augmentation out of the input pipeline (part 4 without it);
   3. compiled functions and trace+compile time over all 36 configurations, K=1 vs K=8
      (and K=4), interleaved per configuration so that machine load hits all K alike;
-  4. the input pipeline's images/s on the real CIFAR-10 folder.
+  4. the input pipeline's images/s on the real CIFAR-10 folder, with and without its
+     augmentation (`--only_pipeline` measures this part alone).
 Prints a table and writes JSON. Repeats are interleaved (fit, K=1, K=4, fit, ...) so that
 load from other processes affects every variant alike; ratios are of medians.
 """
@@ -47,6 +50,7 @@ flags.DEFINE_integer("repeats", 5, "Interleaved repeats; medians are reported.")
 flags.DEFINE_string("compile_configs", "all", "Configurations whose compilation is timed "
                     "(part 3) and that uniform sampling draws from.")
 flags.DEFINE_list("compile_ks", ["1", "4", "8"], "K values whose compilation is timed.")
+flags.DEFINE_bool("only_pipeline", False, "Measure the input pipeline only (part 4).")
 FLAGS = flags.FLAGS
 
 
@@ -54,11 +58,11 @@ def _sync(value):
   return tf.nest.map_structure(lambda t: t.numpy(), value)
 
 
-def pipeline_throughput(split, batch_size, repeats=3, batches=50):
+def pipeline_throughput(split, batch_size, repeats=3, batches=50, augment=True):
   rates = []
   for epoch in range(repeats):
     ds = data_lib.train_batches(split, batch_size=batch_size, image_size=32, seed=0,
-                                epoch=epoch)
+                                epoch=epoch, augment=augment)
     it = iter(ds)
     next(it)  # Pipeline start-up is not throughput.
     t0 = time.perf_counter()
@@ -83,14 +87,26 @@ def main(argv):
   results = {"batch_size": b, "steps_per_repeat": FLAGS.steps, "repeats": FLAGS.repeats,
              "environment": workdir_lib.environment(), "configs": len(configs)}
 
-  # 4. Input pipeline.
-  median, rates = pipeline_throughput(train, b)
-  results["pipeline_images_per_s"] = {"median": median, "repeats": rates}
-  print(f"input pipeline: {median:,.0f} images/s", flush=True)
+  # 4. Input pipeline, and what its augmentation (crop + flip) costs: interleaved.
+  with_aug, without_aug = [], []
+  for _ in range(3):
+    with_aug.append(pipeline_throughput(train, b, repeats=1)[0])
+    without_aug.append(pipeline_throughput(train, b, repeats=1, augment=False)[0])
+  median = statistics.median(with_aug)
+  results["pipeline_images_per_s"] = {"median": median, "repeats": with_aug}
+  results["pipeline_without_augmentation_images_per_s"] = {
+      "median": statistics.median(without_aug), "repeats": without_aug}
+  print(f"input pipeline: {median:,.0f} images/s; without augmentation "
+        f"{statistics.median(without_aug):,.0f} images/s", flush=True)
+  if FLAGS.only_pipeline:
+    workdir_lib.atomic_write_json(FLAGS.out, results)
+    print(f"wrote {FLAGS.out}")
+    return
 
-  def batches(epoch):
+  def batches(epoch, in_step=False):
     return iter(zip(
-        data_lib.train_batches(train, batch_size=b, image_size=32, seed=0, epoch=epoch),
+        data_lib.train_batches(train, batch_size=b, image_size=32, seed=0, epoch=epoch,
+                               in_step=in_step),
         data_lib.stream_batches(val, batch_size=b, image_size=32, seed=1,
                                 start_step=epoch * 1000)))
 
@@ -155,17 +171,20 @@ def main(argv):
   sequence = search.config_sequence(0, 0, len(configs), 10**5)
   fit(plain, fit_data, FLAGS.steps)  # Compile fit's step.
   timings = {name: [] for name in ("fit", "K=1 fixed", "K=4 fixed", "K=1 uniform",
-                                   "K=4 uniform", "K=1 fixed, no XLA")}
+                                   "K=4 uniform", "K=1 fixed, no XLA",
+                                   "K=1 fixed, augmentation in step")}
   variants = [(1, "fixed", trainers[1]), (4, "fixed", trainers[4]),
               (1, "uniform", trainers[1]), (4, "uniform", trainers[4]),
-              (1, "fixed, no XLA", graph_trainer)]
+              (1, "fixed, no XLA", graph_trainer),
+              (1, "fixed, augmentation in step", trainers[1])]
   position = 0
   for r in range(FLAGS.repeats):
     timings["fit"].append(fit(plain, fit_data, FLAGS.steps))
     for k, mode, trainer in variants:
-      it = batches(r + 1)
+      it = batches(r + 1, in_step=mode.endswith("in step"))
       next_batch = next(it)
-      if mode == "fixed, no XLA" and r == 0:  # Its first call traces.
+      if mode in ("fixed, no XLA", "fixed, augmentation in step") and r == 0:
+        # Its first call traces (and compiles).
         (images, labels), (val_images, val_labels) = next_batch
         _sync(trainer.search_step(default, images, labels, val_images, val_labels))
       t0 = time.perf_counter()

@@ -76,6 +76,12 @@ def define_run_flags(defaults) -> None:
   flags.DEFINE_integer("log_every", defaults.log_every, "Log and update the progress bar "
                        "every this many steps.", lower_bound=1)
   flags.DEFINE_bool("progress", defaults.progress, "Show a progress bar.")
+  flags.DEFINE_bool("augment_in_step", defaults.augment_in_step, "Crop and flip the stored "
+                    "(uint8, e.g. CIFAR) training images inside the compiled step instead "
+                    "of the input pipeline: the same batches, bit for bit, with the work "
+                    "moved off the host's cores (for a GPU whose input pipeline limits "
+                    "it). JPEG datasets are augmented in the pipeline whatever this says. "
+                    "Needs --strategy=none.")
   # Entry points define their flags after TensorFlow started (quiet_startup).
   from mixnas_tf.training import distribute  # pylint: disable=g-import-not-at-top
   flags.DEFINE_enum("strategy", defaults.strategy, list(distribute.STRATEGIES), "Data "

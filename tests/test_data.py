@@ -340,6 +340,29 @@ def test_train_batches_resume_and_epochs(make):
                **kwargs)
 
 
+def test_augmentation_in_the_compiled_step_gives_the_pipelines_batches():
+  split = _raw_split(n=48, size=8)
+  host = list(data.train_batches(split, batch_size=16, image_size=8, seed=3, epoch=1))
+  deferred = list(data.train_batches(split, batch_size=16, image_size=8, seed=3, epoch=1,
+                                     in_step=True, start_step=0))
+  assert len(host) == len(deferred) == 3
+  xla = tf.function(data.materialize, jit_compile=True)
+  graph = tf.function(data.materialize)
+  for (images, labels), (batch, deferred_labels) in zip(host, deferred):
+    assert isinstance(batch, data.Deferred)
+    # The pipeline only gathered: the crop and flip are still to come...
+    assert not np.array_equal(batch.images.numpy(), images.numpy())
+    # ...and the step's (XLA or graph mode) are the pipeline's, bit for bit.
+    np.testing.assert_array_equal(xla(batch).numpy(), images.numpy())
+    np.testing.assert_array_equal(graph(batch).numpy(), images.numpy())
+    np.testing.assert_array_equal(deferred_labels.numpy(), labels.numpy())
+  # Anything else passes through; JPEGs are augmented in the pipeline whatever in_step says.
+  assert data.materialize(host[0][0]) is host[0][0]
+  jpegs = data.train_batches(_jpeg_split(), batch_size=4, image_size=16, seed=0, epoch=0,
+                             in_step=True)
+  assert all(isinstance(images, tf.Tensor) for images, _ in jpegs)
+
+
 def test_train_batches_without_augmentation_are_the_stored_images():
   split = _raw_split(n=50)
   for images, labels in _batches(data.train_batches(

@@ -143,3 +143,15 @@ def test_merge_command_line(finished, tmp_path):
                         str(tmp_path / "w"), "--shard=3/2"], capture_output=True, text=True)
   assert bad.returncode == 2
   assert bad.stderr.strip().splitlines()[-1].startswith("error: --shard=3/2: I must be in")
+
+
+def test_augmentation_in_the_step_is_the_same_training(cfg, tmp_path):
+  # Stand-alone training (retrain, exhaustive, tuner, widths) with the crop + flip in the
+  # XLA-compiled step trains on the pipeline's very batches.
+  metrics = {}
+  for in_step in (False, True):
+    run = dataclasses.replace(cfg, jit_compile=True, augment_in_step=in_step, epochs=2)
+    metrics[in_step] = standalone.train_standalone(run, str(tmp_path / str(in_step)))
+  for key in ("test_accuracy", "train_accuracy_last_epoch"):
+    assert metrics[True][key] == pytest.approx(metrics[False][key], abs=1e-6), key
+  assert metrics[True]["test_loss"] == pytest.approx(metrics[False]["test_loss"], rel=1e-5)

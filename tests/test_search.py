@@ -176,6 +176,8 @@ def test_op_determinism_is_scoped_to_the_run(tiny_folder, tmp_path):
     (dict(estimate="mean", final_eval="assigned"), "needs every .configuration, weight set"),
     (dict(batch_size=512), "larger than"),
     (dict(val_fraction=1.0), "--val_fraction"),
+    (dict(augment_in_step=True, strategy="mirrored"), "--augment_in_step needs"),
+    (dict(compile_threads=-1), "--compile_threads must be >= 0"),
 ])
 def test_bad_input_is_one_line(tiny_folder, tmp_path, overrides, message):
   workdir = str(tmp_path / "bad")
@@ -302,6 +304,22 @@ def test_final_evaluation_of_top_and_random_configurations(tiny_folder, tmp_path
   assert sorted(results["ranking"]) == sorted(evaluated)
   with open(os.path.join(str(tmp_path / "run"), "ranking.csv")) as f:
     assert len(f.read().splitlines()) == 3
+
+
+def test_augmentation_in_the_step_is_the_same_search(tiny_folder, tmp_path):
+  # XLA and compiled ahead from two threads, with the crop + flip in the pipeline or in
+  # the compiled step: the same batches, hence the same search.
+  results = {}
+  for in_step in (False, True):
+    cfg = _cfg(tiny_folder, jit_compile=True, deterministic=False, epochs=1,
+               augment_in_step=in_step, compile_threads=2)
+    results[in_step] = search.run_search(cfg, str(tmp_path / f"in_step_{in_step}"))
+  off, on = results[False], results[True]
+  assert [c["model"] for c in off["configs"]] == [c["model"] for c in on["configs"]]
+  np.testing.assert_allclose(off["scores"], on["scores"], rtol=1e-5)
+  np.testing.assert_allclose([c["accuracy_per_model"] for c in off["configs"]],
+                             [c["accuracy_per_model"] for c in on["configs"]], atol=1e-6)
+  assert on["trace_counts"] == off["trace_counts"]
 
 
 def test_compile_policy_falls_back_to_graph_mode_beyond_the_live_bound(tiny_folder, tmp_path):

@@ -7,9 +7,11 @@ package's interface.
 """
 
 from mixnas_tf.data.pipeline import CROP_PADDING
+from mixnas_tf.data.pipeline import Deferred
 from mixnas_tf.data.pipeline import EVAL_CROP_FRACTION
 from mixnas_tf.data.pipeline import eval_batches
 from mixnas_tf.data.pipeline import eval_order
+from mixnas_tf.data.pipeline import materialize
 from mixnas_tf.data.pipeline import num_eval_batches
 from mixnas_tf.data.pipeline import steps_per_epoch
 from mixnas_tf.data.pipeline import stream_batches
@@ -29,6 +31,6 @@ from mixnas_tf.data.splits import subsample
 
 __all__ = ["ACCEPTED_SPECS", "CIFAR_MEAN", "CIFAR_STD", "CROP_PADDING", "EVAL_CROP_FRACTION",
            "IMAGENET_MEAN", "IMAGENET_STD", "MAX_RAW_IMAGE_SIZE", "ArraySplit", "Dataset",
-           "canonical_spec",
-           "eval_batches", "eval_order", "load", "num_eval_batches", "split",
+           "Deferred", "canonical_spec",
+           "eval_batches", "eval_order", "load", "materialize", "num_eval_batches", "split",
            "steps_per_epoch", "stream_batches", "subsample", "train_batches"]

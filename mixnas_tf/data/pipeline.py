@@ -10,6 +10,7 @@
   (static shapes for XLA) and a mask for the wrapped-around padding.
 """
 
+from typing import NamedTuple
 import weakref
 
 import numpy as np
@@ -32,6 +33,10 @@ CROP_ASPECT_RATIO_RANGE = (3 / 4, 4 / 3)
 EVAL_CROP_FRACTION = 0.875
 # Seed of the fixed order in which evaluation visits a split (see eval_order).
 EVAL_ORDER_SEED = 20230611
+# The random algorithm of the crop + flip, named rather than "auto_select": TF's CPU
+# kernels and XLA then draw the same numbers, so a batch augmented inside the compiled
+# step (`Deferred`) equals the one the pipeline makes (auto_select gave XLA other draws).
+_IN_STEP_RNG = "philox"
 # Tags that separate the random streams derived from one user seed.
 _TRAIN_ORDER = 1
 _TRAIN_AUGMENT = 2
@@ -40,6 +45,24 @@ _STREAM_AUGMENT = 4
 
 # ----------------------------------------------------------------------------
 # Batching.
+
+
+class Deferred(NamedTuple):
+  """A training batch whose augmentation is left to the compiled step.
+
+  `images` are the gathered, not yet augmented uint8 images and `key` the stateless seed
+  the pipeline would have augmented them with: `materialize` inside the step gives the
+  very batch `train_batches(..., in_step=False)` yields, computed on the device.
+  """
+  images: tf.Tensor
+  key: tf.Tensor
+
+
+def materialize(images):
+  """The augmented images of a `Deferred` batch; any other batch as it is."""
+  if isinstance(images, Deferred):
+    return pad_crop_flip(images.images, images.key)
+  return images
 
 
 def steps_per_epoch(data: ArraySplit, batch_size: int) -> int:
@@ -66,7 +89,7 @@ def num_eval_batches(data: ArraySplit, batch_size: int) -> int:
 
 def train_batches(data: ArraySplit, *, batch_size: int, image_size: int,
                   seed: int, epoch: int, start_step: int = 0,
-                  augment: bool = True) -> tf.data.Dataset:
+                  augment: bool = True, in_step: bool = False) -> tf.data.Dataset:
   """One training epoch of shuffled, augmented batches.
 
   The order is a permutation of `data` derived from (seed, epoch); the last
@@ -85,6 +108,9 @@ def train_batches(data: ArraySplit, *, batch_size: int, image_size: int,
       built.
     augment: whether to augment; without it JPEGs are centre-cropped like in
       evaluation.
+    in_step: leave the crop + flip of stored uint8 images to the compiled step: the
+      images come as a `Deferred` batch (the step calls `materialize`), which takes
+      the augmentation off the host's cores. JPEGs (decoded on the host) ignore it.
 
   Returns:
     A finite dataset of `steps_per_epoch - start_step` elements
@@ -100,7 +126,8 @@ def train_batches(data: ArraySplit, *, batch_size: int, image_size: int,
   index = _epoch_index_batches(
       len(data), batch_size, steps, _seed(seed, _TRAIN_ORDER),
       _seed(seed, _TRAIN_AUGMENT), tf.constant(epoch, tf.int64), start_step)
-  ds = _make_batches(index, data, batch_size, image_size, augment)
+  ds = _make_batches(index, data, batch_size, image_size, augment,
+                     defer=augment and in_step)
   return ds.apply(tf.data.experimental.assert_cardinality(steps - start_step))
 
 
@@ -214,8 +241,9 @@ def _epoch_index_batches(n: int, batch_size: int, steps: int,
 
 
 def _make_batches(index: tf.data.Dataset, data: ArraySplit, batch_size: int,
-                  image_size: int, augment: bool) -> tf.data.Dataset:
-  """Turns (indices [B], seed [2]) elements into (images, labels) batches."""
+                  image_size: int, augment: bool, defer: bool = False) -> tf.data.Dataset:
+  """Turns (indices [B], seed [2]) elements into (images, labels) batches; with `defer`,
+  stored images come as `Deferred` batches (their crop + flip done by the step)."""
   stored = data.images.shape[1:3]
   if not data.encoded and tuple(stored) != (image_size, image_size):
     raise errors.UsageError(
@@ -226,8 +254,10 @@ def _make_batches(index: tf.data.Dataset, data: ArraySplit, batch_size: int,
   if not data.encoded:
     def build(indices, key):
       images = tf.gather(images_var, indices)
-      if augment:
-        images = _pad_crop_flip(images, key)
+      if defer:
+        images = Deferred(images, key)
+      elif augment:
+        images = pad_crop_flip(images, key)
       return images, tf.gather(labels_var, indices)
 
     ds = index.map(build, num_parallel_calls=tf.data.AUTOTUNE,
@@ -274,7 +304,7 @@ def _variables(data: ArraySplit) -> tuple[tf.Variable, tf.Variable]:
 # Augmentation and decoding.
 
 
-def _pad_crop_flip(images: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
+def pad_crop_flip(images: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
   """Random crop from zero padding plus random horizontal flip, per image.
 
   Done with two batched gathers (rows, then columns, with the flip folded into
@@ -290,12 +320,12 @@ def _pad_crop_flip(images: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
   """
   batch, size = images.shape[0], images.shape[1]
   offset_key, flip_key = tf.unstack(
-      tf.random.experimental.stateless_split(key, 2))
+      tf.random.experimental.stateless_split(key, 2, alg=_IN_STEP_RNG))
   offsets = tf.random.stateless_uniform(
       [2, batch], offset_key, minval=0, maxval=2 * CROP_PADDING + 1,
-      dtype=tf.int32)
+      dtype=tf.int32, alg=_IN_STEP_RNG)
   flip = tf.random.stateless_uniform([batch], flip_key, minval=0, maxval=2,
-                                     dtype=tf.int32) > 0
+                                     dtype=tf.int32, alg=_IN_STEP_RNG) > 0
   padded = tf.pad(images, [[0, 0], [CROP_PADDING, CROP_PADDING],
                            [CROP_PADDING, CROP_PADDING], [0, 0]])
   ramp = tf.range(size)

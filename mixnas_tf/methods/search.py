@@ -33,7 +33,8 @@ from mixnas_tf.training import trainer as trainer_lib
 
 # Flags that may change when a run is resumed: they do not change its results.
 RESUMABLE_FIELDS = frozenset({"tfds_data_dir", "log_every", "progress", "jit_compile",
-                              "max_live_programs", "strategy", "compile_threads"})
+                              "max_live_programs", "strategy", "compile_threads",
+                              "augment_in_step"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,7 @@ class SearchConfig:
   jit_compile: bool = True
   max_live_programs: int = trainer_lib.DEFAULT_MAX_LIVE_PROGRAMS
   compile_threads: int = 0  # 0: the host's cores.
+  augment_in_step: bool = False
   seed: int = 0
   final_eval: str = "all_pairs"
   estimate: str = "assigned"
@@ -127,6 +129,9 @@ def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config
        f"(received {cfg.strategy})"),
       (cfg.max_live_programs >= 1,
        f"--max_live_programs must be >= 1 (received {cfg.max_live_programs})"),
+      (not cfg.augment_in_step or cfg.strategy == "none",
+       "--augment_in_step needs --strategy=none (a deferred batch cannot be split across "
+       "replicas)"),
       (cfg.compile_threads >= 0,
        f"--compile_threads must be >= 0, 0 for the host's cores "
        f"(received {cfg.compile_threads})"),
@@ -138,10 +143,15 @@ def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config
   return space, configs
 
 
-def compile_jobs(trainer: trainer_lib.Trainer, cfg: SearchConfig, configs, image_size: int):
+def compile_jobs(trainer: trainer_lib.Trainer, cfg: SearchConfig, configs, image_size: int,
+                 encoded: bool = False):
   """(step kind, configuration, argument specs) of every program a search runs: each
-  configuration's search step and the final evaluation's step, in the searched order."""
-  images = tf.TensorSpec([cfg.batch_size, image_size, image_size, 3], tf.uint8)
+  configuration's search step and the final evaluation's step, in the searched order.
+  `encoded`: the training images are JPEGs (augmented in the pipeline in any case)."""
+  val_images = tf.TensorSpec([cfg.batch_size, image_size, image_size, 3], tf.uint8)
+  images = val_images
+  if cfg.augment_in_step and not encoded:
+    images = data_lib.Deferred(images, tf.TensorSpec([2], tf.int64))
   labels = tf.TensorSpec([cfg.batch_size], tf.int32)
   eval_images = tf.TensorSpec([cfg.eval_batch_size, image_size, image_size, 3], tf.uint8)
   eval_labels = tf.TensorSpec([cfg.eval_batch_size], tf.int32)
@@ -150,7 +160,7 @@ def compile_jobs(trainer: trainer_lib.Trainer, cfg: SearchConfig, configs, image
               and cfg.num_models > 1)
   jobs = []
   for config in configs:
-    jobs.append((trainer.search_step, config, (images, labels, images, labels)))
+    jobs.append((trainer.search_step, config, (images, labels, val_images, labels)))
     if all_sets:
       jobs.append((trainer.eval_all_step, config, (eval_images, eval_labels, mask)))
     else:
@@ -260,7 +270,7 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
     # settings, so XLA's persistent cache serves another seed or a resume (Programs.trace).
     # Then all of them compiled before the first step, several at a time.
     t0 = time.perf_counter()
-    jobs = compile_jobs(trainer, cfg, configs, dataset.image_size)
+    jobs = compile_jobs(trainer, cfg, configs, dataset.image_size, train.encoded)
     for programs, config, specs in jobs:
       programs.trace(config, *specs)
     traced = time.perf_counter() - t0
@@ -306,7 +316,7 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
   def batches(epoch, start):
     train_batches = data_lib.train_batches(train, batch_size=cfg.batch_size,
                                            image_size=image_size, seed=cfg.seed, epoch=epoch,
-                                           start_step=start)
+                                           start_step=start, in_step=cfg.augment_in_step)
     val_batches = data_lib.stream_batches(val, batch_size=cfg.batch_size,
                                           image_size=image_size, seed=cfg.seed + 1,
                                           start_step=epoch * steps + start)

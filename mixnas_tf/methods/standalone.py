@@ -35,7 +35,7 @@ from mixnas_tf.training import runtime
 from mixnas_tf.training import trainer as trainer_lib
 
 RESUMABLE_FIELDS = frozenset({"tfds_data_dir", "log_every", "progress", "jit_compile",
-                              "strategy"})
+                              "strategy", "augment_in_step"})
 EVAL_SPLITS = ("test", "holdout")
 # Fields that only a "diffstride" run reads; other runs leave them out of flags.json.
 DIFFSTRIDE_FIELDS = ("smoothness_factor", "stride_regularizer")
@@ -73,6 +73,7 @@ class StandaloneConfig:
   holdout_fraction: float = 0.1
   precision: str = "float32"
   jit_compile: bool = True
+  augment_in_step: bool = False  # The same batches; the crop + flip in the compiled step.
   # downsample="diffstride" only: the ramp width R of every DiffStride layer, and the
   # weight of the stride cost penalty (SwitchableResNet.stride_cost).
   smoothness_factor: float = 4.0
@@ -141,6 +142,9 @@ def validate(cfg: StandaloneConfig) -> tuple[spaces.SearchSpace, spaces.Config]:
       (cfg.strategy in distribute.STRATEGIES,
        f"--strategy must be one of {', '.join(distribute.STRATEGIES)} "
        f"(received {cfg.strategy})"),
+      (not cfg.augment_in_step or cfg.strategy == "none",
+       "--augment_in_step needs --strategy=none (a deferred batch cannot be split across "
+       "replicas)"),
   ]
   for ok, message in checks:
     if not ok:
@@ -268,7 +272,7 @@ def _train_standalone(cfg: StandaloneConfig, workdir: str, strategy, after_step,
   def batches(epoch, start):
     return data_lib.train_batches(train, batch_size=cfg.batch_size,
                                   image_size=dataset.image_size, seed=cfg.seed, epoch=epoch,
-                                  start_step=start)
+                                  start_step=start, in_step=cfg.augment_in_step)
 
   def step(epoch, step_in_epoch, batch):
     images, labels = batch

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from mixnas_tf import errors
+from mixnas_tf.data import pipeline
 from mixnas_tf.training import distribute
 from mixnas_tf.training import optim
 
@@ -302,8 +303,8 @@ class Trainer(tf.Module):
                     threads: int) -> None:
     """Compiles programs before they are first needed, `threads` at a time.
 
-    Each job is (step kind, configuration, argument specs); its program, traced already,
-    runs once on zeros of those specs. XLA compiles a program on its first call, and TF
+    Each job is (step kind, configuration, argument specs, possibly nested); its program,
+    traced already, runs once on zeros of those specs. XLA compiles a program on its first call, and TF
     releases the variables' locks while it compiles (tensorflow/compiler/jit/kernels/
     xla_ops.cc), so programs called from several threads compile concurrently, up to the
     host's cores. Every variable those calls changed is then put back, so the run that
@@ -314,7 +315,7 @@ class Trainer(tf.Module):
 
     def run(job):
       programs, config, specs = job
-      args = [tf.zeros(spec.shape, spec.dtype) for spec in specs]
+      args = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), specs)
       tf.nest.map_structure(lambda t: t.numpy(), programs(config, *args))
 
     try:
@@ -357,6 +358,7 @@ class Trainer(tf.Module):
     sliced gradients are SUM-all-reduced before the one update every replica applies.
     """
     variables = self.model.trainable_variables
+    images = pipeline.materialize(images)  # A `Deferred` batch is augmented here.
     replicas = distribute.num_replicas_here()
     with tf.GradientTape() as tape:
       logits = self.model(images, config=config, model_index=model_index, training=True)
