@@ -7,8 +7,8 @@ package's interface.
 """
 
 from mixnas_tf.data.pipeline import CROP_PADDING
-from mixnas_tf.data.pipeline import Deferred
 from mixnas_tf.data.pipeline import EVAL_CROP_FRACTION
+from mixnas_tf.data.pipeline import Deferred
 from mixnas_tf.data.pipeline import eval_batches
 from mixnas_tf.data.pipeline import eval_order
 from mixnas_tf.data.pipeline import materialize

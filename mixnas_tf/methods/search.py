@@ -129,9 +129,7 @@ def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config
        f"(received {cfg.strategy})"),
       (cfg.max_live_programs >= 1,
        f"--max_live_programs must be >= 1 (received {cfg.max_live_programs})"),
-      (not cfg.augment_in_step or cfg.strategy == "none",
-       "--augment_in_step needs --strategy=none (a deferred batch cannot be split across "
-       "replicas)"),
+      distribute.augment_in_step_check(cfg.augment_in_step, cfg.strategy),
       (cfg.compile_threads >= 0,
        f"--compile_threads must be >= 0, 0 for the host's cores "
        f"(received {cfg.compile_threads})"),

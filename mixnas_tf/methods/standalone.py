@@ -142,9 +142,7 @@ def validate(cfg: StandaloneConfig) -> tuple[spaces.SearchSpace, spaces.Config]:
       (cfg.strategy in distribute.STRATEGIES,
        f"--strategy must be one of {', '.join(distribute.STRATEGIES)} "
        f"(received {cfg.strategy})"),
-      (not cfg.augment_in_step or cfg.strategy == "none",
-       "--augment_in_step needs --strategy=none (a deferred batch cannot be split across "
-       "replicas)"),
+      distribute.augment_in_step_check(cfg.augment_in_step, cfg.strategy),
   ]
   for ok, message in checks:
     if not ok:

@@ -40,6 +40,14 @@ from mixnas_tf import errors
 STRATEGIES = ("none", "mirrored", "multi_worker")
 
 
+def augment_in_step_check(augment_in_step: bool, strategy: str) -> tuple[bool, str]:
+  """(ok, message) of --augment_in_step under `strategy`: its `Deferred` batches carry one
+  augmentation key, which `split` cannot divide among replicas."""
+  return (not augment_in_step or strategy == "none",
+          "--augment_in_step needs --strategy=none (a deferred batch cannot be split "
+          "across replicas)")
+
+
 @functools.lru_cache(maxsize=None)
 def make(name: str) -> tf.distribute.Strategy | None:
   """The process's strategy of that name (one per process: a MultiWorkerMirroredStrategy
