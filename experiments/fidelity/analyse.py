@@ -143,25 +143,26 @@ def main(argv):
 
 
 def plot_estimates(runs, truth, path):
-  """Estimated (assigned and mean) against true accuracy, one panel per run (4 a row)."""
+  """Estimated (assigned, max and mean) against true accuracy, one panel per run (4 a
+  row)."""
   names = list(runs)
   cols = min(len(names), 4)
   rows = -(-len(names) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 4.0 * rows), squeeze=False)
   for ax in axes.flat[len(names):]:
     ax.set_visible(False)
-  colors = {"assigned": "tab:blue", "mean": "tab:orange"}
+  colors = {"assigned": "tab:blue", "max": "tab:green", "mean": "tab:orange"}
   for ax, name in zip(axes.flat, names):
     run = runs[name]
     true = [truth[i] for i in run["indices"]]
     taus = []
     for estimator, color in colors.items():
-      if run["accuracy"].shape[1] == 1 and estimator == "mean":
+      if run["accuracy"].shape[1] == 1 and estimator != "assigned":
         continue
       values = 100 * estimators.estimate(estimator, run["accuracy"], run["probs"])
       taus.append(f"{estimator} {stats.kendalltau(true, values).statistic:.2f}")
       ax.scatter(true, values, s=12, color=color, alpha=0.8, label=estimator)
-    ax.set_title(f"{name}\nKendall tau: {', '.join(taus)}", fontsize=10)
+    ax.set_title(f"{name}\nKendall tau: {', '.join(taus)}", fontsize=9)
     ax.set_xlabel("stand-alone accuracy (reference, %)", fontsize=9)
     ax.set_ylabel("SuperNet estimate (%)", fontsize=9)
     ax.tick_params(labelsize=8)
