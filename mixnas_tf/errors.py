@@ -1,4 +1,6 @@
-"""The one exception type that the command-line tools turn into a one-line error."""
+"""The exception types that the command-line tools turn into a one-line error."""
+
+import re
 
 
 class UsageError(Exception):
@@ -24,3 +26,14 @@ NO_SPACE = ("No space left", "File too large", "Disk quota exceeded")
 
 def is_no_space(error: BaseException) -> bool:
   return any(s in str(error) for s in NO_SPACE)
+
+
+def one_line(text: object, limit: int = 200) -> str:
+  """First line of `text`, shortened: UsageError messages are one line."""
+  # TF wraps op errors in "{{function_node ...}}" and "[Op:...] name:": noise
+  # to a user.
+  text = re.sub(r"\{\{[^}]*\}\}\s*", "", str(text))
+  text = re.sub(r"\s*\[Op:[^\]]*\]( name:[^\n]*)?", "", text)
+  lines = text.strip().splitlines()
+  line = lines[0].strip() if lines else ""
+  return line if len(line) <= limit else line[:limit - 3] + "..."

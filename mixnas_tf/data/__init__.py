@@ -1,8 +1,8 @@
 """Data: sources (TFDS, image folders), seeded splits, and the batch pipeline.
 
-sources.py loads a dataset into host memory (`load` -> `Dataset` of `ArraySplit`s),
-splits.py makes seeded parts of a split, pipeline.py turns index lists into batches
-(training epochs, the search's validation stream, evaluation). The names below are the
+sources.py loads a dataset into host memory (`load` -> `Dataset` of `ArraySplit`s, which
+storage.py decodes and holds), splits.py makes seeded parts of a split, pipeline.py turns
+index lists into batches (training epochs, the search's validation stream, evaluation). The names below are the
 package's interface.
 """
 
@@ -21,13 +21,13 @@ from mixnas_tf.data.sources import CIFAR_MEAN
 from mixnas_tf.data.sources import CIFAR_STD
 from mixnas_tf.data.sources import IMAGENET_MEAN
 from mixnas_tf.data.sources import IMAGENET_STD
-from mixnas_tf.data.sources import MAX_RAW_IMAGE_SIZE
-from mixnas_tf.data.sources import ArraySplit
 from mixnas_tf.data.sources import Dataset
 from mixnas_tf.data.sources import canonical_spec
 from mixnas_tf.data.sources import load
 from mixnas_tf.data.splits import split
 from mixnas_tf.data.splits import subsample
+from mixnas_tf.data.storage import MAX_RAW_IMAGE_SIZE
+from mixnas_tf.data.storage import ArraySplit
 
 __all__ = ["ACCEPTED_SPECS", "CIFAR_MEAN", "CIFAR_STD", "CROP_PADDING", "EVAL_CROP_FRACTION",
            "IMAGENET_MEAN", "IMAGENET_STD", "MAX_RAW_IMAGE_SIZE", "ArraySplit", "Dataset",

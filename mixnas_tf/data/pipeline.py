@@ -17,11 +17,11 @@ import numpy as np
 import tensorflow as tf
 
 from mixnas_tf import errors
-from mixnas_tf.data import sources
-from mixnas_tf.data.sources import ArraySplit
+from mixnas_tf.data import storage
 from mixnas_tf.data.splits import check_batch_size
 from mixnas_tf.data.splits import check_count
 from mixnas_tf.data.splits import check_seed
+from mixnas_tf.data.storage import ArraySplit
 
 # Zero padding of the CIFAR-style random crop (ALGORITHM.md).
 CROP_PADDING = 4
@@ -361,7 +361,7 @@ def _decode_random_resized_crop(jpeg: tf.Tensor, size: int,
   image = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
   image = tf.image.resize(image, [size, size], antialias=True)
   image = tf.image.stateless_random_flip_left_right(image, flip_key)
-  return tf.ensure_shape(sources.to_uint8(image), [size, size, 3])
+  return tf.ensure_shape(storage.to_uint8(image), [size, size, 3])
 
 
 def _decode_centre_crop(jpeg: tf.Tensor, size: int) -> tf.Tensor:
@@ -387,4 +387,4 @@ def _decode_centre_crop(jpeg: tf.Tensor, size: int) -> tf.Tensor:
   window = tf.stack([(height - side) // 2, (width - side) // 2, side, side])
   image = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
   image = tf.image.resize(image, [size, size], antialias=True)
-  return tf.ensure_shape(sources.to_uint8(image), [size, size, 3])
+  return tf.ensure_shape(storage.to_uint8(image), [size, size, 3])

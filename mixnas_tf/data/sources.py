@@ -1,4 +1,4 @@
-"""Datasets from TFDS or image folders, materialised once into host memory (`ArraySplit`).
+"""Datasets from TFDS or image folders, materialised once into host memory (storage.py).
 
 Small images (image size <= 64, e.g. CIFAR) become a uint8 array `[N, S, S, 3]`, large
 images (e.g. Food101 at 224) JPEG bytes; batches are then built from index lists
@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import os
 import pathlib
-import re
 import time
 
 from absl import logging
@@ -21,16 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from mixnas_tf import errors
+from mixnas_tf.data import storage
 
-# Image sizes up to this are stored as raw uint8 arrays; larger ones as JPEG
-# bytes (Food101's 75k training images would need 11 GB raw at 224, ~2 GB as
-# JPEG).
-MAX_RAW_IMAGE_SIZE = 64
-# Large images are stored with their longer side at most
-# round(image_size * 256 / 224): the reference stores Food101 at max side 256
-# for 224 inputs.
-STORAGE_RATIO = 256 / 224
-JPEG_QUALITY = 90
 # Default input size of TFDS datasets whose images are not all one size, and of
 # folders whose first image is not a small square.
 DEFAULT_LARGE_IMAGE_SIZE = 224
@@ -46,11 +37,6 @@ _FOLDER_LAYOUT = (
     "expected PATH/train/<class>/<image> (" + ", ".join(
         e[1:] for e in IMAGE_EXTENSIONS) + "), optionally PATH/test/<class>/..."
 )
-
-# Materialisation batch: large enough to amortise per-batch overhead, small
-# enough that a failing batch is cheap to re-scan file by file.
-_MATERIALISE_BATCH = 1024
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,51 +55,6 @@ _TFDS_SOURCES = {
     "food101": _TfdsSource("validation", DEFAULT_LARGE_IMAGE_SIZE,
                            IMAGENET_MEAN, IMAGENET_STD),
 }
-
-
-# eq=False: splits compare and hash by identity, which is what the variable
-# cache below needs (and comparing 150 MB arrays element-wise is never meant).
-@dataclasses.dataclass(frozen=True, eq=False)
-class ArraySplit:
-  """One split of a dataset, in host memory.
-
-  Attributes:
-    images: uint8 `[N, H, W, 3]` when not `encoded`; otherwise an object array
-      `[N]` of JPEG-encoded `bytes`.
-    labels: int32 `[N]`, class indices.
-    encoded: whether `images` holds JPEG bytes.
-  """
-
-  images: np.ndarray
-  labels: np.ndarray
-  encoded: bool
-
-  def __post_init__(self):
-    if self.labels.ndim != 1 or self.labels.dtype != np.int32:
-      raise ValueError(
-          f"labels must be int32 [N]; received: dtype={self.labels.dtype}, "
-          f"shape={self.labels.shape}")
-    if self.encoded:
-      ok = self.images.ndim == 1 and self.images.dtype == object
-    else:
-      ok = (self.images.ndim == 4 and self.images.shape[-1] == 3 and
-            self.images.dtype == np.uint8)
-    if not ok:
-      raise ValueError(
-          "images must be "
-          f"{'object [N]' if self.encoded else 'uint8 [N, H, W, 3]'} for "
-          f"encoded={self.encoded}; received: dtype={self.images.dtype}, "
-          f"shape={self.images.shape}")
-    if len(self.images) != len(self.labels):
-      raise ValueError(
-          f"{len(self.images)} images but {len(self.labels)} labels")
-
-  def __len__(self) -> int:
-    return len(self.labels)
-
-  def take(self, indices: np.ndarray) -> ArraySplit:
-    """Returns the examples at `indices` (int `[M]`), in that order."""
-    return ArraySplit(self.images[indices], self.labels[indices], self.encoded)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,8 +81,8 @@ class Dataset:
   num_classes: int
   class_names: tuple[str, ...]
   image_size: int
-  train: ArraySplit
-  test: ArraySplit | None
+  train: storage.ArraySplit
+  test: storage.ArraySplit | None
   test_split_name: str | None
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
@@ -241,16 +182,6 @@ def is_int(value: object) -> bool:
   return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _one_line(text: object, limit: int = 200) -> str:
-  """First line of `text`, shortened: UsageError messages are one line."""
-  # TF wraps op errors in "{{function_node ...}}" and "[Op:...] name:": noise
-  # to a user.
-  text = re.sub(r"\{\{[^}]*\}\}\s*", "", str(text))
-  text = re.sub(r"\s*\[Op:[^\]]*\]( name:[^\n]*)?", "", text)
-  lines = text.strip().splitlines()
-  line = lines[0].strip() if lines else ""
-  return line if len(line) <= limit else line[:limit - 3] + "..."
-
 
 def _load_tfds(name: str, image_size: int, data_dir: str | None,
                load_test: bool) -> Dataset:
@@ -276,21 +207,21 @@ def _load_tfds(name: str, image_size: int, data_dir: str | None,
     # archive) means the same thing to the user: the data is not available.
     raise errors.UsageError(
         f"dataset {name} is not prepared in {where} and could not be "
-        f"downloaded ({type(e).__name__}: {_one_line(e, 120)}); {hint}"
+        f"downloaded ({type(e).__name__}: {errors.one_line(e, 120)}); {hint}"
     ) from None
   class_names = tuple(builder.info.features["label"].names)
   size = image_size or source.default_image_size
 
-  def read(split: str) -> ArraySplit:
+  def read(split: str) -> storage.ArraySplit:
     ds = builder.as_dataset(split=split, shuffle_files=False)
     ds = ds.map(lambda ex: (ex["image"], ex["label"]),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     try:
-      return _materialise(ds, size)[0]
+      return storage.materialise(ds, size)[0]
     except tf.errors.OpError as e:
       raise errors.UsageError(
           f"dataset {name} in {where} cannot be read ({type(e).__name__}: "
-          f"{_one_line(e.message, 120)}); re-prepare it (tfds build {name} "
+          f"{errors.one_line(e.message, 120)}); re-prepare it (tfds build {name} "
           "--data_dir=DIR --overwrite)") from None
 
   train = read("train")
@@ -334,8 +265,8 @@ def _load_folder(path: str, image_size: int, load_test: bool,
 
   if not image_size:
     first = train_files[class_names[0]][0]
-    height, width, _ = _decode_file_or_raise(first).shape
-    image_size = (height if height == width and height <= MAX_RAW_IMAGE_SIZE
+    height, width, _ = storage.decode_file_or_raise(first).shape
+    image_size = (height if height == width and height <= storage.MAX_RAW_IMAGE_SIZE
                   else DEFAULT_LARGE_IMAGE_SIZE)
 
   def read(files_by_class: dict[str, list[pathlib.Path]]):
@@ -344,7 +275,7 @@ def _load_folder(path: str, image_size: int, load_test: bool,
       for file in files_by_class.get(name, [])[:max_per_class]:
         files.append(str(file))
         labels.append(label)
-    return _materialise_files(files, np.asarray(labels, np.int32), image_size,
+    return storage.materialise_files(files, np.asarray(labels, np.int32), image_size,
                               skipped if skip_bad_images else None)
 
   skipped: list[str] = []
@@ -385,161 +316,3 @@ def _scan_classes(folder: pathlib.Path) -> dict[str, list[pathlib.Path]]:
           f"{', '.join(e[1:] for e in IMAGE_EXTENSIONS)} files (any case)")
     files[class_dir.name] = images
   return files
-
-
-def _decode_file(path: tf.Tensor) -> tf.Tensor:
-  """Decodes an image file to uint8 `[H, W, 3]` (first frame of a GIF)."""
-  return tf.io.decode_image(tf.io.read_file(path), channels=3,
-                            expand_animations=False)
-
-
-def _decode_file_or_raise(path: str | pathlib.Path) -> np.ndarray:
-  try:
-    return _decode_file(tf.constant(str(path))).numpy()
-  except tf.errors.OpError as e:
-    raise errors.UsageError(
-        f"image file {path} cannot be read ({_one_line(e.message, 120)}); "
-        "accepted: JPEG, PNG, BMP or GIF images") from None
-
-
-def _materialise_files(files: list[str], labels: np.ndarray, image_size: int,
-                       skipped: list[str] | None = None):
-  """Decodes image files in parallel; names the first unreadable one, or, given a
-  `skipped` list, appends every unreadable file to it and leaves it out."""
-  ds = tf.data.Dataset.from_tensor_slices((files, labels)).map(
-      lambda f, y: (_decode_file(f), y),
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  done = []
-  try:
-    return _materialise(ds, image_size, progress=done, with_stats=True)
-  except tf.errors.OpError as e:
-    # The error names no file; the pipeline is deterministic, so the culprit
-    # is at or after the last complete batch: re-decode from there one by one.
-    if skipped is not None:
-      bad = set()
-      for path in files[sum(done):]:
-        try:
-          _decode_file_or_raise(path)
-        except errors.UsageError:
-          bad.add(path)
-      if bad:
-        skipped.extend(sorted(bad))
-        logging.warning("Left out %d unreadable image files (--skip_bad_images).", len(bad))
-        keep = [i for i, f in enumerate(files) if f not in bad]
-        return _materialise_files([files[i] for i in keep], labels[keep], image_size,
-                                  skipped)
-    for path in files[sum(done):]:
-      _decode_file_or_raise(path)
-    folder = os.path.dirname(os.path.dirname(files[0]))
-    raise errors.UsageError(
-        f"reading the images of {folder} failed ({type(e).__name__}: "
-        f"{_one_line(e.message, 120)})") from None
-
-
-def _materialise(ds: tf.data.Dataset, image_size: int, *,
-                 progress: list[int] | None = None, with_stats: bool = False):
-  """Collects a dataset of (uint8 [H, W, 3], int label) into an ArraySplit.
-
-  Args:
-    ds: yields (image uint8 `[H, W, 3]`, label int scalar) of any sizes.
-    image_size: S. S <= 64: images resized (antialiased) to S x S unless
-      already; S > 64: images shrunk so their longer side is at most
-      round(S * 256 / 224), then JPEG-encoded.
-    progress: if given, receives the number of examples of every collected
-      batch (to locate a failure).
-    with_stats: also return the per-channel pixel statistics.
-
-  Returns:
-    (split, stats): stats is None or (mean, std), per channel in [0, 1] units,
-    float64 numpy arrays `[3]`, over all stored pixels.
-  """
-  encoded = image_size > MAX_RAW_IMAGE_SIZE
-  storage = round(image_size * STORAGE_RATIO)
-
-  def prepare(image, label):
-    image = tf.ensure_shape(image, [None, None, 3])
-    label = tf.cast(label, tf.int32)
-    if not encoded:
-      return _resize_to_square(image, image_size), label
-    image = _shrink_to_max_side(image, storage)
-    jpeg = tf.io.encode_jpeg(image, quality=JPEG_QUALITY)
-    # The pixels are gone once encoded, so their statistics are taken here.
-    # Integer sums are exact (2**63 allows ~10**14 pixels).
-    pixels = tf.reshape(tf.cast(image, tf.int64), [-1, 3])
-    stats = tf.stack([tf.reduce_sum(pixels, 0),
-                      tf.reduce_sum(pixels * pixels, 0),
-                      tf.fill([3], tf.shape(pixels, out_type=tf.int64)[0])])
-    return jpeg, label, stats
-
-  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
-  ds = ds.batch(_MATERIALISE_BATCH).prefetch(2)
-  images, labels = [], []
-  stats = np.zeros([3, 3], np.int64)  # (sum, sum of squares, count) x RGB.
-  for batch in ds.as_numpy_iterator():
-    images.append(batch[0])
-    labels.append(batch[1])
-    if encoded:
-      stats += batch[2].sum(0)
-    elif with_stats:
-      stats += _uint8_stats(batch[0])
-    if progress is not None:
-      progress.append(len(batch[1]))
-  if images:
-    # For JPEGs, as_numpy_iterator gives object arrays of bytes already.
-    all_images = np.concatenate(images)
-    all_labels = np.concatenate(labels)
-  else:
-    all_images = (np.zeros([0], object) if encoded else
-                  np.zeros([0, image_size, image_size, 3], np.uint8))
-    all_labels = np.zeros([0], np.int32)
-  split = ArraySplit(all_images, all_labels, encoded)
-  if not with_stats:
-    return split, None
-  count = np.maximum(stats[2], 1).astype(np.float64)
-  mean = stats[0] / count / 255
-  std = np.sqrt(np.maximum(stats[1] / count / 255**2 - mean**2, 0.0))
-  return split, (mean, std)
-
-
-def _uint8_stats(images: np.ndarray) -> np.ndarray:
-  """(sum, sum of squares, count) x RGB, int64 `[3, 3]`, of uint8 `[..., 3]`.
-
-  Through per-channel histograms: 4x faster than widening every pixel to
-  int64 for the products, and exact.
-  """
-  values = np.arange(256, dtype=np.int64)
-  histograms = np.stack([
-      np.bincount(images[..., c].ravel(), minlength=256) for c in range(3)])
-  return np.stack([histograms @ values, histograms @ (values * values),
-                   histograms.sum(1)])
-
-
-def _resize_to_square(image: tf.Tensor, size: int) -> tf.Tensor:
-  """uint8 `[H, W, 3]` -> uint8 `[size, size, 3]`, resampled only if needed."""
-  shape = tf.shape(image)
-  same = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
-  image = tf.cond(
-      same, lambda: image,
-      lambda: to_uint8(tf.image.resize(image, [size, size], antialias=True)))
-  return tf.ensure_shape(image, [size, size, 3])
-
-
-def _shrink_to_max_side(image: tf.Tensor, max_side: int) -> tf.Tensor:
-  """uint8 `[H, W, 3]` -> uint8 `[h, w, 3]` with max(h, w) <= max_side."""
-  shape = tf.shape(image)
-  height, width = shape[0], shape[1]
-  longer = tf.maximum(height, width)
-
-  def shrink():
-    scale = max_side / tf.cast(longer, tf.float64)
-    new_size = tf.maximum(
-        tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float64) *
-                         scale), tf.int32), 1)
-    return to_uint8(tf.image.resize(image, new_size, antialias=True))
-
-  return tf.cond(longer > max_side, shrink, lambda: image)
-
-
-def to_uint8(image: tf.Tensor) -> tf.Tensor:
-  return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)

@@ -5,8 +5,8 @@ import math
 import numpy as np
 
 from mixnas_tf import errors
-from mixnas_tf.data.sources import ArraySplit
 from mixnas_tf.data.sources import is_int
+from mixnas_tf.data.storage import ArraySplit
 
 # ----------------------------------------------------------------------------
 # Splitting.
