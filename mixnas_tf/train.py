@@ -59,10 +59,11 @@ flags.DEFINE_string("final_eval", _D.final_eval, "After training, what is evalua
                     "whole search-validation split: " + evaluate.FINAL_EVAL_HELP + ".")
 flags.DEFINE_enum("estimate", _D.estimate, list(search.ESTIMATES), "How a configuration's "
                   "accuracy is estimated from the final evaluation: under its assigned weight "
-                  "set (the paper's), the max or the mean over the sets, or the assigned set's "
-                  "accuracy with the set's overall advantage removed (centered, weighted); "
-                  "see mixnas_tf/estimators.py. mean, centered and weighted need "
-                  "--final_eval=all_pairs.")
+                  "set (assigned, the paper's), the max or the mean over the sets, or the "
+                  "assigned set's accuracy with the set's overall advantage removed "
+                  "(centered, weighted); see mixnas_tf/methods/estimators.py. mean, centered "
+                  "and weighted need --final_eval=all_pairs. auto: mean when every pair is "
+                  "evaluated and K > 1 (the best measured, README), else assigned.")
 cli.define_run_flags(_D)
 flags.DEFINE_integer("max_live_programs", _D.max_live_programs, "Compiled step programs (one "
                      "per configuration) kept alive per step kind; the least recently used "

@@ -64,3 +64,11 @@ def test_bad_input():
   not_evaluated[1, 1] = np.nan
   with pytest.raises(ValueError, match="assigned weight set"):
     estimators.estimate("assigned", not_evaluated, PROBS)
+
+
+def test_auto_resolves_to_mean_only_with_every_pair_and_several_sets():
+  assert estimators.resolve("auto", all_pairs=True, num_models=4) == "mean"
+  assert estimators.resolve("auto", all_pairs=False, num_models=4) == "assigned"
+  assert estimators.resolve("auto", all_pairs=True, num_models=1) == "assigned"
+  for name in estimators.ESTIMATORS:  # A named estimator is kept as it is.
+    assert estimators.resolve(name, all_pairs=False, num_models=4) == name

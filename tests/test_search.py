@@ -35,7 +35,10 @@ def test_search_writes_flags_results_ranking_and_plots(tiny_folder, tmp_path):
   workdir = str(tmp_path / "run")
   cfg = _cfg(tiny_folder, jit_compile=True, deterministic=False)
   results = search.run_search(cfg, workdir)
-  assert _read(workdir, "flags.json") == json.loads(json.dumps(dataclasses.asdict(cfg)))
+  # The default estimator resolves before the run starts: K = 2, every pair evaluated.
+  assert cfg.estimate == "auto" and results["estimate"] == "mean"
+  resolved = dataclasses.replace(cfg, estimate="mean")
+  assert _read(workdir, "flags.json") == json.loads(json.dumps(dataclasses.asdict(resolved)))
   space = _read(workdir, "search_space.json")
   assert space["searched"] == [24, 29, 1]
   assert len(space["configs"]) == 36
@@ -44,9 +47,10 @@ def test_search_writes_flags_results_ranking_and_plots(tiny_folder, tmp_path):
   assert [c["index"] for c in results["configs"]] == [1, 24, 29]
   assert results["searched"] == [24, 29, 1]  # The row order of "assignment" / "scores".
   for c in results["configs"]:
-    assert len(c["accuracy_per_model"]) == 2
-    assert c["estimated_accuracy"] == c["accuracy_per_model"][c["model"]]
-    assert 0.0 <= c["estimated_accuracy"] <= 1.0
+    assert len(c["accuracy_per_model"]) == 2 and c["model"] == np.argmax(c["assignment"])
+    # mean: every weight set's accuracy counts alike.
+    assert c["estimated_accuracy"] == pytest.approx(np.mean(c["accuracy_per_model"]),
+                                                    abs=1e-12)
   np.testing.assert_allclose(np.sum(results["assignment"], axis=1), 1.0, atol=1e-9)
   best = max(results["configs"], key=lambda c: (c["estimated_accuracy"], -c["index"]))
   assert results["best"]["index"] == best["index"]
@@ -290,6 +294,7 @@ def test_larger_spaces_search_under_tfds_mock(tmp_path, space, dataset, image_si
 def test_final_evaluation_of_top_and_random_configurations(tiny_folder, tmp_path):
   cfg = _cfg(tiny_folder, configs="4,3,3;5,3,2;1,1,8;8,1,1", final_eval="top:1,random:1")
   results = search.run_search(cfg, str(tmp_path / "run"))
+  assert results["estimate"] == "assigned"  # The default when only assigned sets are evaluated.
   records = {c["index"]: c for c in results["configs"]}
   evaluated = [i for i, c in records.items() if c["estimated_accuracy"] is not None]
   assert len(evaluated) == 2 and results["evaluated_configs"] == 2

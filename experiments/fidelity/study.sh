@@ -7,7 +7,8 @@
 #
 # Steps: k1_s0 k4_s0 k1_s1 k4_s1 (the paper's method, K = 1 and 4, seeds 0 and 1),
 # k4w_s0 k4w_s1 (K = 4 with a shared warm-up, see README), oracle_k1_s0 oracle_k4_s0
-# (the PyTorch oracle, same split and budget), analyse.
+# oracle_k4_s1 (the PyTorch oracle, same split and budget; EXTRA's --train_size/--val_size
+# reach its split too), analyse.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data/cifar10}
@@ -29,7 +30,8 @@ search() {  # NAME K SEED [extra flags]
 oracle() {  # K SEED
   local k=$1 seed=$2
   [ -f $OUT/oracle_split_seed$seed.npz ] || python experiments/oracle/export_split.py \
-      --dataset=folder:$DATA --seed=$seed --val_fraction=0.5 --out=$OUT/oracle_split_seed$seed.npz
+      --dataset=folder:$DATA --seed=$seed --val_fraction=0.5 "${EXTRA_FLAGS[@]}" \
+      --out=$OUT/oracle_split_seed$seed.npz
   python experiments/oracle/mixture_torch.py --split=$OUT/oracle_split_seed$seed.npz \
       --workdir=$OUT/oracle_k${k}_s$seed --num_models=$k --epochs=$EPOCHS --seed=$seed
 }
@@ -44,6 +46,7 @@ run_step() {
     k4w_s1) search k4w_s1 4 1 --shared_epochs=$((EPOCHS / 2)) ;;
     oracle_k1_s0) oracle 1 0 ;;
     oracle_k4_s0) oracle 4 0 ;;
+    oracle_k4_s1) oracle 4 1 ;;
     analyse) python experiments/fidelity/analyse.py --runs=$OUT \
                  --truth=../shared/reference/resnet20_cifar10_configs.csv:baseline_avg \
                  --out=experiments/results/fidelity ;;

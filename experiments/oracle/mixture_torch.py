@@ -22,9 +22,10 @@ Deliberate, documented differences from the reference script (none changes the m
   the last batch completed with real images (masked), like mixnas_tf; the reference drops
   the last partial batch.
 - `--init=he` replaces PyTorch's default initialisation of the convolutions by He-normal
-  (fan-in), the Keras `he_normal` that mixnas_tf used up to 0.1.1: a diagnostic switch.
+  (fan-in), the Keras `he_normal` that mixnas_tf's convolutions use: a diagnostic switch.
 
-Requires `torch` (not a dependency of mixnas_tf): `pip install torch==2.13.0` (CPU).
+Requires `torch` (not a dependency of mixnas_tf): e.g. `pip install torch
+--index-url https://download.pytorch.org/whl/cpu` (measured here with 2.14.1).
 
 Usage (from the repository root):
     python experiments/oracle/export_split.py --seed=0 --out=runs/oracle/split_seed0.npz

@@ -69,7 +69,7 @@ class SearchConfig:
   augment_in_step: bool = False
   seed: int = 0
   final_eval: str = "all_pairs"
-  estimate: str = "assigned"
+  estimate: str = estimators.AUTO
   deterministic: bool = False
   strategy: str = "none"
   log_every: int = 50
@@ -81,7 +81,7 @@ class SearchConfig:
                             momentum=self.momentum, weight_decay=self.weight_decay)
 
 
-ESTIMATES = tuple(estimators.ESTIMATORS)
+ESTIMATES = (estimators.AUTO, *estimators.ESTIMATORS)
 
 
 def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config, ...]]:
@@ -202,6 +202,9 @@ def run_search(cfg: SearchConfig, workdir: str,
   (distribute.run_workdir)."""
   cfg = dataclasses.replace(cfg, dataset=data_lib.canonical_spec(cfg.dataset))
   space, configs = validate(cfg)
+  all_pairs = evaluate.parse_final_eval(cfg.final_eval).pairs == "all_pairs"
+  cfg = dataclasses.replace(cfg, estimate=estimators.resolve(cfg.estimate, all_pairs,
+                                                             cfg.num_models))
   strategy = distribute.make(cfg.strategy)
   distribute.check_batch(strategy, batch_size=cfg.batch_size,
                          eval_batch_size=cfg.eval_batch_size)

@@ -1,0 +1,62 @@
+"""experiments/fidelity/choose_estimator.py: pooling studies to choose the default estimator."""
+
+import json
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments" / "fidelity"))
+import choose_estimator  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+def _study(path, runs):
+  path.mkdir()
+  rows = [{"run": run, "method": method, "seed": 0, "K": k, "estimator": est,
+           "kendall_tau": tau, "regret": regret}
+          for run, method, k, est, tau, regret in runs]
+  (path / "study.json").write_text(json.dumps({"runs": rows}))
+  return str(path)
+
+
+def test_pools_the_paper_method_with_several_sets_only(tmp_path):
+  a = _study(tmp_path / "a", [
+      ("k1_s0", "k1", 1, "assigned", 0.9, 0.0),         # K = 1: left out.
+      ("k4_s0", "k4", 4, "assigned", 0.1, 1.0),
+      ("k4_s0", "k4", 4, "mean", 0.5, 0.5),
+      ("k4w_s0", "k4w", 4, "mean", 0.9, 0.0)])          # Warm-up variant: left out.
+  b = _study(tmp_path / "b", [
+      ("oracle_k4_s0", "oracle_k4", 4, "assigned", 0.3, 2.0),
+      ("oracle_k4_s0", "oracle_k4", 4, "mean", -0.1, 1.5)])
+  rows, names = choose_estimator.pooled([a, b])
+  assert names == ["a/k4_s0", "b/oracle_k4_s0"]
+  # Equal mean tau: the lower mean regret first, and chosen.
+  assert [r["estimator"] for r in rows] == ["mean", "assigned"]
+  assert choose_estimator.choice(rows) == "mean"
+  mean, assigned = rows
+  assert assigned["mean_tau"] == pytest.approx(0.2) and assigned["worst_tau"] == 0.1
+  assert assigned["mean_regret"] == pytest.approx(1.5) and assigned["worst_regret"] == 2.0
+  assert mean["mean_tau"] == pytest.approx(0.2) and mean["worst_tau"] == -0.1
+  assert mean["per_run"] == {"a/k4_s0": (0.5, 0.5), "b/oracle_k4_s0": (-0.1, 1.5)}
+  # A clearly higher mean tau wins whatever its regret.
+  rows[1]["mean_tau"] = 0.3
+  assert choose_estimator.choice(rows) == "assigned"
+  out = tmp_path / "choice.md"
+  done = subprocess.run([sys.executable, str(ROOT / "experiments" / "fidelity" /
+                                             "choose_estimator.py"), a, b, f"--out={out}"],
+                        capture_output=True, text=True, check=True)
+  table = done.stdout.splitlines()
+  assert table[3] == "| assigned | 2 | 0.200 | 0.100 | 1.50 | 2.00 | 0.100, 1.00 | 0.300, 2.00 |"
+  assert table[-1].endswith("lowest mean regret): mean")
+  assert out.read_text().endswith(done.stdout)
+
+
+def test_a_folder_without_a_study_is_one_line(tmp_path):
+  done = subprocess.run([sys.executable, str(ROOT / "experiments" / "fidelity" /
+                                             "choose_estimator.py"), str(tmp_path)],
+                        capture_output=True, text=True)
+  assert done.returncode == 2
+  assert done.stderr.splitlines() == [f"error: {tmp_path} holds no study.json "
+                                      "(write it with analyse.py)"]
