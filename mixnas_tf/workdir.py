@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 from typing import Any
@@ -169,7 +170,27 @@ def environment() -> dict[str, str]:
     pass
   from mixnas_tf import __version__  # pylint: disable=g-import-not-at-top
   env["mixnas_tf"] = __version__
+  commit = source_commit()
+  if commit:
+    env["mixnas_tf_commit"] = commit
   return env
+
+
+def source_commit() -> str | None:
+  """The git commit of the package's source ("+dirty" with uncommitted changes to tracked
+  files), or None outside a git checkout (an installed wheel)."""
+  source = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  def git(*args):
+    return subprocess.run(["git", "-C", source, *args], capture_output=True, text=True,
+                          timeout=10, check=True).stdout.strip()
+  try:
+    git("ls-files", "--error-unmatch", "mixnas_tf/__init__.py")  # This package's own checkout.
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "mixnas_tf")
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return commit + ("+dirty" if dirty else "")
 
 
 def prepare(workdir: str, flags: dict[str, Any], ignore: frozenset[str] = frozenset(),

@@ -110,3 +110,20 @@ def test_a_resumed_run_refuses_a_changed_folder_and_records_absolute_paths(tmp_p
   (folder / "train" / "a" / "0000.png").unlink()
   with pytest.raises(errors.UsageError, match="changed since the run .* started"):
     search.run_search(cfg, workdir)
+
+
+def test_environment_records_the_source_commit(monkeypatch):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(workdir_lib.__file__)))
+  head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                        text=True)
+  if head.returncode != 0:
+    pytest.skip("not a git checkout")
+  commit = workdir_lib.environment()["mixnas_tf_commit"]
+  assert commit.split("+")[0] == head.stdout.strip() and commit[len(head.stdout.strip()):] in (
+      "", "+dirty")
+
+  def no_git(*args, **kwargs):
+    raise FileNotFoundError("git")
+  monkeypatch.setattr(subprocess, "run", no_git)  # No git (or an installed wheel): left out.
+  assert workdir_lib.source_commit() is None
+  assert "mixnas_tf_commit" not in workdir_lib.environment()
