@@ -66,7 +66,7 @@ def child() -> dict:
   model = network.SwitchableResNet(configs=configs, num_models=cfg.num_models,
                                    batchnorm="batch_stats")
   trainer = trainer_lib.Trainer(
-      model, cfg.optim(), total_steps=1000, jit_compile=True,
+      model, cfg.optim(steps_per_epoch=100), total_steps=1000, jit_compile=True,
       mixture=trainer_lib.MixtureState(len(configs), cfg.num_models, cfg.seed))
   cpu0, t0 = time.process_time(), time.perf_counter()
   jobs = search.compile_jobs(trainer, cfg, configs, 32)

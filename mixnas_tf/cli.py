@@ -62,6 +62,9 @@ def define_optim_flags(defaults) -> None:
                      upper_bound=0.999)
   flags.DEFINE_float("weight_decay", defaults.weight_decay, "L2 weight decay added to the "
                      "gradients (PyTorch SGD semantics).", lower_bound=0.0)
+  flags.DEFINE_integer("warmup_epochs", defaults.warmup_epochs, "Epochs of linear "
+                       "learning-rate warm-up from 0 (in a search, over the global step).",
+                       lower_bound=0)
 
 
 def define_run_flags(defaults) -> None:
@@ -196,8 +199,6 @@ def define_standalone_flags(defaults, skip=frozenset()) -> None:
   flags.DEFINE_bool("nesterov", d.nesterov, "Use Nesterov momentum.")
   flags.DEFINE_float("label_smoothing", d.label_smoothing, "Label smoothing of the "
                      "cross-entropy loss, in [0, 1).", lower_bound=0.0, upper_bound=0.999)
-  flags.DEFINE_integer("warmup_epochs", d.warmup_epochs, "Epochs of linear learning-rate "
-                       "warm-up from 0.", lower_bound=0)
   flags.DEFINE_integer("train_size", d.train_size, "Subsample the training split to this "
                        "many images (quick runs, smaller budgets); 0 keeps it whole.",
                        lower_bound=0)

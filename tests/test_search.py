@@ -135,6 +135,19 @@ def test_resumed_search_makes_the_same_decisions(tiny_folder, tmp_path):
     assert ha["train/loss"] == pytest.approx(hb["train/loss"], rel=1e-6)
 
 
+def test_learning_rate_warm_up_of_a_search(tiny_folder, tmp_path):
+  cfg = _cfg(tiny_folder, epochs=3, warmup_epochs=1, num_models=1)
+  search.run_search(cfg, str(tmp_path / "run"))
+  history = _read(str(tmp_path / "run"), "state.json")["history"]
+  steps = _read(str(tmp_path / "run"), "search_space.json")["split"]["steps_per_epoch"]
+  # The epoch's mean rate: a linear ramp from 0 over the first epoch's steps (its mean is
+  # (steps -/+ 1) / 2 / steps of the base rate, counting from step 0 or 1), then the
+  # cosine decay from 0.1.
+  rates = [h["train/learning_rate"] for h in history]
+  assert 0.1 * (steps - 1) / 2 / steps - 1e-7 <= rates[0] <= 0.1 * (steps + 1) / 2 / steps + 1e-7
+  assert rates[0] < rates[1] <= 0.1 and rates[2] < rates[1]
+
+
 def test_shared_warmup_then_split_resumes_exactly(tiny_folder, tmp_path):
   """--shared_epochs: set 0 alone first, then K sets from its weights; a run stopped after
   the split resumes without splitting again (same decisions as an uninterrupted run)."""
@@ -178,6 +191,7 @@ def test_op_determinism_is_scoped_to_the_run(tiny_folder, tmp_path):
     (dict(epochs=0), "--epochs must be a positive integer"),
     (dict(shared_epochs=2), "--shared_epochs must be in 0..epochs-1"),
     (dict(estimate="mean", final_eval="assigned"), "needs every .configuration, weight set"),
+    (dict(warmup_epochs=2), "--warmup_epochs must be in 0..epochs-1 = 0..1"),
     (dict(batch_size=512), "larger than"),
     (dict(val_fraction=1.0), "--val_fraction"),
     (dict(augment_in_step=True, strategy="mirrored"), "--augment_in_step needs"),

@@ -62,6 +62,7 @@ class SearchConfig:
   min_learning_rate: float = 0.001
   momentum: float = 0.9
   weight_decay: float = 0.0
+  warmup_epochs: int = 0
   precision: str = "float32"
   jit_compile: bool = True
   max_live_programs: int = trainer_lib.DEFAULT_MAX_LIVE_PROGRAMS
@@ -75,10 +76,11 @@ class SearchConfig:
   log_every: int = 50
   progress: bool = True
 
-  def optim(self) -> trainer_lib.OptimConfig:
+  def optim(self, steps_per_epoch: int) -> trainer_lib.OptimConfig:
     return trainer_lib.OptimConfig(learning_rate=self.learning_rate,
                             min_learning_rate=self.min_learning_rate, schedule="cosine",
-                            momentum=self.momentum, weight_decay=self.weight_decay)
+                            momentum=self.momentum, weight_decay=self.weight_decay,
+                            warmup_steps=self.warmup_epochs * steps_per_epoch)
 
 
 ESTIMATES = (estimators.AUTO, *estimators.ESTIMATORS)
@@ -110,6 +112,9 @@ def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config
        "--train_size and --val_size must be >= 0 (0 = the whole split)"),
       (cfg.learning_rate > 0 and cfg.min_learning_rate >= 0,
        "--learning_rate must be > 0 and --min_learning_rate >= 0"),
+      (0 <= cfg.warmup_epochs < cfg.epochs,
+       f"--warmup_epochs must be in 0..epochs-1 = 0..{cfg.epochs - 1} "
+       f"(received {cfg.warmup_epochs})"),
 
       (cfg.estimate in ESTIMATES,
        f"--estimate must be one of {', '.join(ESTIMATES)} (received {cfg.estimate})"),
@@ -261,7 +266,7 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
   xla, policy = runtime.compile_policy(cfg.jit_compile, len(configs), cfg.max_live_programs,
                                        cfg.strategy)
   logging.info("Compile policy: %s.", policy)
-  trainer = trainer_lib.Trainer(model, cfg.optim(), total_steps=cfg.epochs * steps,
+  trainer = trainer_lib.Trainer(model, cfg.optim(steps), total_steps=cfg.epochs * steps,
                                 precision=cfg.precision, jit_compile=xla,
                                 mixture=mixture_state, max_live_programs=cfg.max_live_programs,
                                 strategy=strategy)
