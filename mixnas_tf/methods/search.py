@@ -86,6 +86,11 @@ class SearchConfig:
 ESTIMATES = (estimators.AUTO, *estimators.ESTIMATORS)
 
 
+def evaluates_all_pairs(cfg: SearchConfig) -> bool:
+  """Whether the final evaluation covers every weight set of each configuration."""
+  return evaluate.parse_final_eval(cfg.final_eval).pairs == "all_pairs"
+
+
 def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config, ...]]:
   """Checks what can be checked without data; returns the space and the configurations."""
   space = spaces.get_space(cfg.space)
@@ -118,8 +123,7 @@ def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config
 
       (cfg.estimate in ESTIMATES,
        f"--estimate must be one of {', '.join(ESTIMATES)} (received {cfg.estimate})"),
-      (evaluate.parse_final_eval(cfg.final_eval).pairs == "all_pairs"
-       or cfg.estimate not in estimators.NEEDS_ALL_PAIRS,
+      (evaluates_all_pairs(cfg) or cfg.estimate not in estimators.NEEDS_ALL_PAIRS,
        f"--estimate={cfg.estimate} needs every (configuration, weight set) pair evaluated: "
        "use --final_eval=all_pairs, or --estimate=assigned"),
       (cfg.precision in runtime.PRECISIONS,
@@ -159,8 +163,7 @@ def compile_jobs(trainer: trainer_lib.Trainer, cfg: SearchConfig, configs, image
   eval_images = tf.TensorSpec([cfg.eval_batch_size, image_size, image_size, 3], tf.uint8)
   eval_labels = tf.TensorSpec([cfg.eval_batch_size], tf.int32)
   mask = tf.TensorSpec([cfg.eval_batch_size], tf.float32)
-  all_sets = (evaluate.parse_final_eval(cfg.final_eval).pairs == "all_pairs"
-              and cfg.num_models > 1)
+  all_sets = evaluates_all_pairs(cfg) and cfg.num_models > 1
   jobs = []
   for config in configs:
     jobs.append((trainer.search_step, config, (images, labels, val_images, labels)))
@@ -207,9 +210,8 @@ def run_search(cfg: SearchConfig, workdir: str,
   (distribute.run_workdir)."""
   cfg = dataclasses.replace(cfg, dataset=data_lib.canonical_spec(cfg.dataset))
   space, configs = validate(cfg)
-  all_pairs = evaluate.parse_final_eval(cfg.final_eval).pairs == "all_pairs"
-  cfg = dataclasses.replace(cfg, estimate=estimators.resolve(cfg.estimate, all_pairs,
-                                                             cfg.num_models))
+  cfg = dataclasses.replace(cfg, estimate=estimators.resolve(
+      cfg.estimate, evaluates_all_pairs(cfg), cfg.num_models))
   strategy = distribute.make(cfg.strategy)
   distribute.check_batch(strategy, batch_size=cfg.batch_size,
                          eval_batch_size=cfg.eval_batch_size)
