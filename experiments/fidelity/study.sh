@@ -6,7 +6,7 @@
 #   bash experiments/fidelity/study.sh [STEP ...]     (default: every step, in order)
 #
 # Steps: k1_s0 k4_s0 k1_s1 k4_s1 (the paper's method, K = 1 and 4, seeds 0 and 1),
-# k4w_s0 k4w_s1 (K = 4 with a shared warm-up, see README), k1lr_s0 k4lr_s0 k1lr_s1 k4lr_s1
+# k4w_s0 k4w_s1 (K = 4 with a shared warm-up, see the top README), k1lr_s0 k4lr_s0 k1lr_s1 k4lr_s1
 # (one epoch of learning-rate warm-up), oracle_k1_s0 oracle_k4_s0
 # oracle_k4_s1 (the PyTorch oracle, same split and budget; EXTRA's --train_size/--val_size
 # reach its split too), analyse.
