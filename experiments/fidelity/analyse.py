@@ -187,8 +187,9 @@ def plot_set_means(runs, path):
   fig, ax = plt.subplots(figsize=(2.0 + 0.6 * len(names), 4.0))
   for x, name in enumerate(names):
     means = 100 * np.mean(runs[name]["accuracy"], axis=0)
-    for m, mean in enumerate(means):
-      ax.scatter([x], [mean], s=30, color=colors[m], zorder=3)
+    for m, mean in enumerate(means):  # Side by side, so sets of equal accuracy stay visible.
+      ax.scatter([x + 0.12 * (m - (len(means) - 1) / 2)], [mean], s=30, color=colors[m],
+                 zorder=3)
   ax.set_xticks(range(len(names)), names, rotation=45, fontsize=9, ha="right")
   ax.set_xlim(-0.6, len(names) - 0.4)
   ax.tick_params(axis="y", labelsize=9)
