@@ -207,8 +207,9 @@ def prepare(workdir: str, flags: dict[str, Any], ignore: frozenset[str] = frozen
     flags: resolved flag values (JSON-able).
     ignore: flag names that may differ on resume.
     extra: {file name: JSON-able object} to write beside flags.json on a fresh start.
-    defaults: the default of every flag: a flag that an older version did not have (absent
-      from a saved flags.json) matches when the run uses its default.
+    defaults: the value of every flag that reproduces an older version's behaviour, usually
+      its default: a flag that an older version did not have (absent from a saved
+      flags.json) matches when the run uses that value.
 
   Returns:
     True when the directory holds an earlier run of the same flags (resume).

@@ -70,3 +70,23 @@ def test_a_flag_added_later_matches_its_default(tmp_path):
   assert workdir_lib.prepare(workdir, {"a": 1, "b": 2}, defaults={"a": 1, "b": 2})
   with pytest.raises(errors.UsageError, match=r"--b=2 \(now 3\)"):
     workdir_lib.prepare(workdir, {"a": 1, "b": 3}, defaults={"a": 1, "b": 2})
+
+
+def test_the_paper_flagfiles_keep_the_papers_schedule_and_estimator():
+  """The paper's searches have no warm-up and rank by the assigned set, whatever our defaults."""
+  for name in ("cifar10_resnet20_m4.flags", "cifar10_resnet18_m4.flags",
+               "cifar100_resnet50_m4.flags", "food101_resnet50_m8.flags"):
+    cfg = _read(name, search.SearchConfig)
+    assert (cfg.warmup_epochs, cfg.estimate) == (0, "assigned"), name
+
+
+def test_a_search_of_a_version_before_the_warm_up_flag_resumes_only_without_warm_up(tmp_path):
+  old = dataclasses.asdict(search.SearchConfig())
+  del old["warmup_epochs"]  # flags.json of a version without the flag: it had no warm-up.
+  workdir_lib.prepare(str(tmp_path), old)
+  resumed = dataclasses.replace(search.SearchConfig(), warmup_epochs=0)
+  assert workdir_lib.prepare(str(tmp_path), dataclasses.asdict(resumed),
+                             defaults=search.resume_defaults())
+  with pytest.raises(errors.UsageError, match=r"--warmup_epochs=0 \(now 1\)"):
+    workdir_lib.prepare(str(tmp_path), dataclasses.asdict(search.SearchConfig()),
+                        defaults=search.resume_defaults())

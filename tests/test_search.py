@@ -148,6 +148,16 @@ def test_learning_rate_warm_up_of_a_search(tiny_folder, tmp_path):
   assert rates[0] < rates[1] <= 0.1 and rates[2] < rates[1]
 
 
+def test_default_warm_up_is_one_epoch_and_may_fill_a_one_epoch_search(tiny_folder, tmp_path):
+  cfg = _cfg(tiny_folder, epochs=1, num_models=1)  # --warmup_epochs left at its default.
+  search.run_search(cfg, str(tmp_path / "run"))
+  assert _read(str(tmp_path / "run"), "flags.json")["warmup_epochs"] == 1
+  (rate,) = [h["train/learning_rate"] for h in _read(str(tmp_path / "run"), "state.json")["history"]]
+  steps = _read(str(tmp_path / "run"), "search_space.json")["split"]["steps_per_epoch"]
+  # The whole run is the linear ramp from 0 towards 0.1.
+  assert 0.1 * (steps - 1) / 2 / steps - 1e-7 <= rate <= 0.1 * (steps + 1) / 2 / steps + 1e-7
+
+
 def test_shared_warmup_then_split_resumes_exactly(tiny_folder, tmp_path):
   """--shared_epochs: set 0 alone first, then K sets from its weights; a run stopped after
   the split resumes without splitting again (same decisions as an uninterrupted run)."""
@@ -191,7 +201,7 @@ def test_op_determinism_is_scoped_to_the_run(tiny_folder, tmp_path):
     (dict(epochs=0), "--epochs must be a positive integer"),
     (dict(shared_epochs=2), "--shared_epochs must be in 0..epochs-1"),
     (dict(estimate="mean", final_eval="assigned"), "needs every .configuration, weight set"),
-    (dict(warmup_epochs=2), "--warmup_epochs must be in 0..epochs-1 = 0..1"),
+    (dict(warmup_epochs=3), "--warmup_epochs must be in 0..epochs = 0..2"),
     (dict(batch_size=512), "larger than"),
     (dict(val_fraction=1.0), "--val_fraction"),
     (dict(augment_in_step=True, strategy="mirrored"), "--augment_in_step needs"),

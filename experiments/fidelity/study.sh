@@ -5,7 +5,7 @@
 #
 #   bash experiments/fidelity/study.sh [STEP ...]     (default: every step, in order)
 #
-# Steps: k1_s0 k4_s0 k1_s1 k4_s1 (the paper's method, K = 1 and 4, seeds 0 and 1),
+# Steps: k1_s0 k4_s0 k1_s1 k4_s1 (the paper's method, K = 1 and 4, seeds 0 and 1, no warm-up),
 # k4w_s0 k4w_s1 (K = 4 with a shared warm-up, see the top README), k1lr_s0 k4lr_s0 k1lr_s1 k4lr_s1
 # (one epoch of learning-rate warm-up), oracle_k1_s0 oracle_k4_s0
 # oracle_k4_s1 (the PyTorch oracle, same split and budget; EXTRA's --train_size/--val_size
@@ -39,12 +39,12 @@ oracle() {  # K SEED
 
 run_step() {
   case $1 in
-    k1_s0) search k1_s0 1 0 ;;
-    k4_s0) search k4_s0 4 0 --shared_epochs=0 ;;
-    k1_s1) search k1_s1 1 1 ;;
-    k4_s1) search k4_s1 4 1 --shared_epochs=0 ;;
-    k4w_s0) search k4w_s0 4 0 --shared_epochs=$((EPOCHS / 2)) ;;
-    k4w_s1) search k4w_s1 4 1 --shared_epochs=$((EPOCHS / 2)) ;;
+    k1_s0) search k1_s0 1 0 --warmup_epochs=0 ;;
+    k4_s0) search k4_s0 4 0 --shared_epochs=0 --warmup_epochs=0 ;;
+    k1_s1) search k1_s1 1 1 --warmup_epochs=0 ;;
+    k4_s1) search k4_s1 4 1 --shared_epochs=0 --warmup_epochs=0 ;;
+    k4w_s0) search k4w_s0 4 0 --shared_epochs=$((EPOCHS / 2)) --warmup_epochs=0 ;;
+    k4w_s1) search k4w_s1 4 1 --shared_epochs=$((EPOCHS / 2)) --warmup_epochs=0 ;;
     k1lr_s0) search k1lr_s0 1 0 --warmup_epochs=1 ;;
     k4lr_s0) search k4lr_s0 4 0 --shared_epochs=0 --warmup_epochs=1 ;;
     k1lr_s1) search k1lr_s1 1 1 --warmup_epochs=1 ;;

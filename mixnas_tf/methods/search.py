@@ -62,7 +62,9 @@ class SearchConfig:
   min_learning_rate: float = 0.001
   momentum: float = 0.9
   weight_decay: float = 0.0
-  warmup_epochs: int = 0
+  # One epoch of linear warm-up: chosen by the fidelity study's rule, fixed before its numbers
+  # (experiments/fidelity/README.md); the paper has none (its flagfiles say 0).
+  warmup_epochs: int = 1
   precision: str = "float32"
   jit_compile: bool = True
   max_live_programs: int = trainer_lib.DEFAULT_MAX_LIVE_PROGRAMS
@@ -84,6 +86,15 @@ class SearchConfig:
 
 
 ESTIMATES = (estimators.AUTO, *estimators.ESTIMATORS)
+
+# A flag an older version did not have, whose default now differs from what that version did:
+# its work directories resume only with this value (--warmup_epochs came with no warm-up).
+BEFORE_THE_FLAG = {"warmup_epochs": 0}
+
+
+def resume_defaults() -> dict:
+  """What a saved flags.json that lacks a flag is taken to have meant (workdir.prepare)."""
+  return {**dataclasses.asdict(SearchConfig()), **BEFORE_THE_FLAG}
 
 
 def evaluates_all_pairs(cfg: SearchConfig) -> bool:
@@ -117,9 +128,9 @@ def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config
        "--train_size and --val_size must be >= 0 (0 = the whole split)"),
       (cfg.learning_rate > 0 and cfg.min_learning_rate >= 0,
        "--learning_rate must be > 0 and --min_learning_rate >= 0"),
-      (0 <= cfg.warmup_epochs < cfg.epochs,
-       f"--warmup_epochs must be in 0..epochs-1 = 0..{cfg.epochs - 1} "
-       f"(received {cfg.warmup_epochs})"),
+      (0 <= cfg.warmup_epochs <= cfg.epochs,
+       f"--warmup_epochs must be in 0..epochs = 0..{cfg.epochs} (received "
+       f"{cfg.warmup_epochs}); a warm-up as long as the run is a linear ramp alone"),
 
       (cfg.estimate in ESTIMATES,
        f"--estimate must be one of {', '.join(ESTIMATES)} (received {cfg.estimate})"),
@@ -233,7 +244,7 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
   steps = data_lib.steps_per_epoch(train, cfg.batch_size)
   resumed = workdir_lib.prepare(
       workdir, dataclasses.asdict(cfg), ignore=RESUMABLE_FIELDS,
-      defaults=dataclasses.asdict(SearchConfig()),
+      defaults=resume_defaults(),
       extra={"search_space.json": {
           **spaces.describe(space),
           "searched": [spaces.to_index(space, c) for c in configs],
