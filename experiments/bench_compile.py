@@ -61,6 +61,7 @@ def child() -> dict:
              else spaces.parse_configs(space, "all")[::3])
   cfg = search.SearchConfig(num_models=FLAGS.num_models, batch_size=FLAGS.batch_size,
                             eval_batch_size=FLAGS.eval_batch_size, final_eval="all_pairs",
+                            warmup_epochs=0,  # as when its results were measured
                             seed=FLAGS.child_seed)
   runtime.set_seeds(cfg.seed)
   model = network.SwitchableResNet(configs=configs, num_models=cfg.num_models,

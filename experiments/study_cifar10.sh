@@ -64,7 +64,7 @@ search() {  # $1 = K
   python -m mixnas_tf.train --workdir="$OUT/search_k$1" --configs="$CONFIGS" \
       --num_models="$1" --max_temperature=100 --val_fraction=0.5 --seed=0 \
       --learning_rate=0.1 --min_learning_rate=0.001 --weight_decay=0 \
-      --batchnorm=batch_stats --final_eval=all_pairs --estimate=assigned \
+      --batchnorm=batch_stats --final_eval=all_pairs --estimate=assigned --warmup_epochs=0 \
       "${SEARCH[@]}" "${COMMON[@]}"
 }
 

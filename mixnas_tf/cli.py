@@ -63,7 +63,9 @@ def define_optim_flags(defaults) -> None:
   flags.DEFINE_float("weight_decay", defaults.weight_decay, "L2 weight decay added to the "
                      "gradients (PyTorch SGD semantics).", lower_bound=0.0)
   flags.DEFINE_integer("warmup_epochs", defaults.warmup_epochs, "Epochs of linear "
-                       "learning-rate warm-up from 0 (in a search, over the global step).",
+                       "learning-rate warm-up from 0 (in a search, over the global step; at most "
+                       "--epochs there, where the paper uses 0 and a work directory from "
+                       "before the flag resumes only with 0).",
                        lower_bound=0)
 
 

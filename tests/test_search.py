@@ -149,13 +149,17 @@ def test_learning_rate_warm_up_of_a_search(tiny_folder, tmp_path):
 
 
 def test_default_warm_up_is_one_epoch_and_may_fill_a_one_epoch_search(tiny_folder, tmp_path):
-  cfg = _cfg(tiny_folder, epochs=1, num_models=1)  # --warmup_epochs left at its default.
+  # --warmup_epochs left at its default. With the minimum rate equal to the base rate the
+  # cosine alone would hold 0.1 all epoch, so a mean near 0.05 can only come from the ramp.
+  cfg = _cfg(tiny_folder, epochs=1, num_models=1, min_learning_rate=0.1)
   search.run_search(cfg, str(tmp_path / "run"))
   assert _read(str(tmp_path / "run"), "flags.json")["warmup_epochs"] == 1
-  (rate,) = [h["train/learning_rate"] for h in _read(str(tmp_path / "run"), "state.json")["history"]]
+  history = _read(str(tmp_path / "run"), "state.json")["history"]
+  (rate,) = [h["train/learning_rate"] for h in history]
   steps = _read(str(tmp_path / "run"), "search_space.json")["split"]["steps_per_epoch"]
   # The whole run is the linear ramp from 0 towards 0.1.
   assert 0.1 * (steps - 1) / 2 / steps - 1e-7 <= rate <= 0.1 * (steps + 1) / 2 / steps + 1e-7
+  assert rate < 0.075
 
 
 def test_shared_warmup_then_split_resumes_exactly(tiny_folder, tmp_path):
