@@ -30,7 +30,7 @@ def test_pools_the_paper_method_with_several_sets_only(tmp_path):
   b = _study(tmp_path / "b", [
       ("oracle_k4_s0", "oracle_k4", 4, "assigned", 0.3, 2.0),
       ("oracle_k4_s0", "oracle_k4", 4, "mean", -0.1, 1.5)])
-  rows, names = choose_estimator.pooled([a, b])
+  rows, names = choose_estimator.pooled([a, b], ("k4", "oracle_k4"))
   assert names == ["a/k4_s0", "b/oracle_k4_s0"]
   # Equal mean tau: the lower mean regret first, and chosen.
   assert [r["estimator"] for r in rows] == ["mean", "assigned"]
@@ -51,6 +51,17 @@ def test_pools_the_paper_method_with_several_sets_only(tmp_path):
   assert table[3] == "| assigned | 2 | 0.200 | 0.100 | 1.50 | 2.00 | 0.100, 1.00 | 0.300, 2.00 |"
   assert table[-1].endswith("lowest mean regret): mean")
   assert out.read_text().endswith(done.stdout)
+  # --methods pools other runs: here the warm-up variant alone.
+  done = subprocess.run([sys.executable, str(ROOT / "experiments" / "fidelity" /
+                                             "choose_estimator.py"), a, b, "--methods=k4w"],
+                        capture_output=True, text=True, check=True)
+  assert done.stdout.splitlines()[2] == "| mean | 1 | 0.900 | 0.900 | 0.00 | 0.00 | 0.900, 0.00 |"
+  done = subprocess.run([sys.executable, str(ROOT / "experiments" / "fidelity" /
+                                             "choose_estimator.py"), a, "--methods=k5"],
+                        capture_output=True, text=True)
+  assert done.returncode == 2 and done.stderr.splitlines() == [
+      "error: no K > 1 run of the methods k5 in these studies "
+      "(method = a run's name without its _sN)"]
 
 
 def test_a_folder_without_a_study_is_one_line(tmp_path):

@@ -1,15 +1,15 @@
 """Pools fidelity studies to choose the default estimator of a K > 1 search (issue 9).
 
-Reads the `study.json` that `analyse.py` wrote for each study, keeps the runs of the paper's
-method with several weight sets (ours `k4` and the PyTorch oracle's `oracle_k4`; the
-shared-warm-up variant is listed apart) and prints, per estimator, Kendall tau and regret
-against the stand-alone accuracies: mean, worst and per run. The rule it applies (fixed
-before the 15-epoch oracle run was in): the highest mean tau; among the estimators within
-TIE of it, the lowest mean regret.
+Reads the `study.json` that `analyse.py` wrote for each study, keeps the runs with several
+weight sets of the methods named by --methods (by default the paper's: ours `k4` and the
+PyTorch oracle's `oracle_k4`; `k4lr` is K=4 with one epoch of learning-rate warm-up) and
+prints, per estimator, Kendall tau and regret against the stand-alone accuracies: mean,
+worst and per run. The rule it applies (fixed before the 15-epoch oracle run was in): the
+highest mean tau; among the estimators within TIE of it, the lowest mean regret.
 
     python experiments/fidelity/choose_estimator.py \
         experiments/results/fidelity/oracle_10_epochs experiments/results/fidelity/cpu_15_epochs \
-        [--out=experiments/results/fidelity/estimator_choice.md]
+        [--methods=k4,oracle_k4] [--out=experiments/results/fidelity/estimator_choice.md]
 """
 
 import argparse
@@ -18,12 +18,12 @@ import json
 import os
 import sys
 
-PAPER_METHODS = ("k4", "oracle_k4")
+PAPER_METHODS = "k4,oracle_k4"
 # Mean taus closer than this are a tie (one seed moves a tau by more).
 TIE = 0.02
 
 
-def pooled(studies: list[str]) -> tuple[list[dict], list[str]]:
+def pooled(studies: list[str], methods: tuple[str, ...]) -> tuple[list[dict], list[str]]:
   """(one row per estimator, sorted by mean tau; the run names pooled)."""
   by_estimator = collections.defaultdict(list)
   names = []
@@ -31,7 +31,7 @@ def pooled(studies: list[str]) -> tuple[list[dict], list[str]]:
     with open(os.path.join(study, "study.json")) as f:
       runs = json.load(f)["runs"]
     for run in runs:
-      if run["method"] not in PAPER_METHODS or run["K"] < 2:
+      if run["method"] not in methods or run["K"] < 2:
         continue
       name = f"{os.path.basename(os.path.normpath(study))}/{run['run']}"
       by_estimator[run["estimator"]].append((name, run["kendall_tau"], run["regret"]))
@@ -72,15 +72,19 @@ def markdown(rows: list[dict], names: list[str]) -> str:
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("studies", nargs="+", help="directories holding a study.json")
+  parser.add_argument("--methods", default=PAPER_METHODS,
+                      help="comma-separated run methods to pool (default: %(default)s)")
   parser.add_argument("--out", help="also write the table to this markdown file")
   args = parser.parse_args()
   for study in args.studies:
     if not os.path.isfile(os.path.join(study, "study.json")):
       print(f"error: {study} holds no study.json (write it with analyse.py)", file=sys.stderr)
       return 2
-  rows, names = pooled(args.studies)
+  methods = tuple(m for m in args.methods.split(",") if m)
+  rows, names = pooled(args.studies, methods)
   if not rows:
-    print("error: no K > 1 run of the paper's method in these studies", file=sys.stderr)
+    print(f"error: no K > 1 run of the methods {','.join(methods)} in these studies "
+          "(method = a run's name without its _sN)", file=sys.stderr)
     return 2
   text = markdown(rows, names) + (f"\nchoice (highest mean tau; within {TIE} of it, the "
                                    f"lowest mean regret): {choice(rows)}\n")
@@ -88,9 +92,10 @@ def main() -> int:
   if args.out:
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
-      f.write("# Estimators pooled over the K = 4 searches of the paper's method\n\n"
+      f.write(f"# Estimators pooled over the K > 1 searches of {', '.join(methods)}\n\n"
               "    python experiments/fidelity/choose_estimator.py "
-              + " ".join(args.studies) + f" --out={args.out}\n\n" + text)
+              + " ".join(args.studies) + f" --methods={args.methods} --out={args.out}\n\n"
+              + text)
     os.replace(tmp, args.out)
   return 0
 
