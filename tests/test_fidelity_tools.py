@@ -71,3 +71,25 @@ def test_a_folder_without_a_study_is_one_line(tmp_path):
   assert done.returncode == 2
   assert done.stderr.splitlines() == [f"error: {tmp_path} holds no study.json "
                                       "(write it with analyse.py)"]
+
+
+def test_k4_is_compared_with_each_k1_of_its_own_implementation_by_seed():
+  import analyse  # noqa: E402  pylint: disable=g-import-not-at-top,import-outside-toplevel
+  truth = {i: float(i) for i in range(1, 11)}
+  good, bad = dict(truth), {i: -v for i, v in truth.items()}
+  estimates = {("k4lr", "mean", 0): good, ("k4lr", "mean", 1): good,
+               ("k1", "assigned", 0): bad,  # Seed 1 of k1 is missing: one pair.
+               ("k1lr", "assigned", 0): good, ("k1lr", "assigned", 1): good,
+               ("oracle_k4", "mean", 0): bad, ("oracle_k1", "assigned", 0): good}
+  rows = [{"method": m, "estimator": e, "seed": s, "K": 1 if "k1" in m else 4,
+           "regret": 0.0 if v is good else 2.5} for (m, e, s), v in estimates.items()]
+  out = {(c["method"], c["baseline"]): c
+         for c in analyse.compare_with_one_set(rows, estimates, truth)}
+  # Ours against ours, the oracle against the oracle; never across.
+  assert sorted(out) == [("k4lr", "k1"), ("k4lr", "k1lr"), ("oracle_k4", "oracle_k1")]
+  assert out[("k4lr", "k1")]["seed_list"] == [0]
+  assert out[("k4lr", "k1")]["difference"] == 2.0
+  assert out[("k4lr", "k1")]["regret_difference"] == -2.5
+  assert out[("k4lr", "k1lr")]["seed_list"] == [0, 1]
+  assert out[("k4lr", "k1lr")]["difference"] == 0.0
+  assert out[("oracle_k4", "oracle_k1")]["difference"] == -2.0

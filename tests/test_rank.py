@@ -5,7 +5,9 @@ from pathlib import Path
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from mixnas_tf import errors
 from mixnas_tf.analysis import rank
@@ -68,6 +70,52 @@ def test_hand_made_metrics():
   assert subset["regret_among_compared"] == 0.0
   perfect = rank.compare(truth, truth)
   assert perfect["kendall_tau"] == pytest.approx(1.0) and perfect["regret"] == 0.0
+
+
+def test_batched_kendall_tau_b_is_scipys_with_ties():
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 4, (6, 12)).astype(float)  # Many ties.
+  y = rng.normal(size=(6, 12))
+  y[0] = 1.0  # Constant: undefined.
+  taus = rank.kendall_tau_b(x, y)
+  assert np.isnan(taus[0])
+  np.testing.assert_allclose(taus[1:], [stats.kendalltau(a, b).statistic
+                                        for a, b in zip(x[1:], y[1:])], atol=1e-12)
+  # 5 items, one swapped pair: (9 - 1) / 10.
+  assert rank.kendall_tau_b([1, 2, 3, 4, 5], [2, 1, 3, 4, 5]) == pytest.approx(0.8)
+
+
+def test_paired_bootstrap_of_a_tau_difference():
+  truth = {i: float(i) for i in range(1, 21)}
+  reverse = {i: -v for i, v in truth.items()}
+  # A perfect ranker against its mirror: tau 1 - (-1) = 2 in every draw with two or more
+  # distinct configurations.
+  out = rank.bootstrap_tau_difference(truth, [truth, truth], [reverse, reverse], samples=300)
+  assert out["difference"] == 2.0 and out["low"] == 2.0 and out["high"] == 2.0
+  assert out["share_above_zero"] == 1.0 and out["num_compared"] == 20 and out["seeds"] == 2
+  # A method against itself: exactly 0 in every draw, none above zero.
+  rng = np.random.default_rng(1)
+  noisy = [{i: v + 8 * rng.normal() for i, v in truth.items()} for _ in range(2)]
+  same = rank.bootstrap_tau_difference(truth, noisy, noisy, samples=300)
+  assert (same["difference"], same["low"], same["high"], same["share_above_zero"]) == (
+      0.0, 0.0, 0.0, 0.0)
+  # The observed difference is the mean over seeds of scipy's taus; the interval holds it.
+  other = [{i: v + 3 * rng.normal() for i, v in truth.items()} for _ in range(2)]
+  out = rank.bootstrap_tau_difference(truth, other, noisy, samples=500, seed=3)
+  t = list(truth.values())
+  expected = np.mean([stats.kendalltau(t, list(o.values())).statistic
+                      - stats.kendalltau(t, list(n.values())).statistic
+                      for o, n in zip(other, noisy)])
+  assert out["difference"] == pytest.approx(expected)
+  assert out["low"] < out["difference"] < out["high"]
+  # Only the configurations every source has are compared.
+  partial = rank.bootstrap_tau_difference(truth, [{1: 1.0, 2: 2.0, 3: 3.0, 99: 0.0}],
+                                          [{1: 3.0, 2: 2.0, 3: 1.0}], samples=50)
+  assert partial["num_compared"] == 3 and partial["difference"] == 2.0
+  with pytest.raises(errors.UsageError, match="paired by seed; received 2 and 1"):
+    rank.bootstrap_tau_difference(truth, noisy, noisy[:1])
+  with pytest.raises(errors.UsageError, match="only 2 configuration"):
+    rank.bootstrap_tau_difference(truth, [{1: 1.0, 2: 2.0}], [{1: 1.0, 2: 2.0}])
 
 
 def test_constant_estimate_has_no_correlation_and_too_few_configs_fail():

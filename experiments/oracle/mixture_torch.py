@@ -198,9 +198,13 @@ class Data:
         idx = order[k * batch_size:(k + 1) * batch_size]
         yield self.normalise(self.val_x[idx]), self.val_y[idx]
 
-  def val_eval(self, batch_size):
-    n = len(self.val_y)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(20230611))
+  def val_eval(self, batch_size, size=0):
+    """Every validation image once (or the first `size` of the fixed order), in full
+    batches, the last one completed with real images under mask 0."""
+    order = torch.randperm(len(self.val_y), generator=torch.Generator().manual_seed(20230611))
+    if size:
+      order = order[:size]
+    n = len(order)
     batches = math.ceil(n / batch_size)
     positions = torch.arange(batches * batch_size)
     idx, mask = order[positions % n], positions < n
@@ -211,14 +215,14 @@ class Data:
 
 # --- The search ---------------------------------------------------------------------------
 
-def evaluate_all(nets, configs, data, batch_size):
+def evaluate_all(nets, configs, data, batch_size, size=0):
   acc = np.zeros((len(configs), len(nets)))
   with torch.no_grad():
     for m, net in enumerate(nets):
       net.eval()
       for c, config in enumerate(configs):
         correct = count = 0
-        for x, y, mask in data.val_eval(batch_size):
+        for x, y, mask in data.val_eval(batch_size, size):
           pred = net(x, config).argmax(1)
           correct += int(((pred == y) & mask).sum())
           count += int(mask.sum())
@@ -235,6 +239,9 @@ def main():
   parser.add_argument("--epochs", type=int, default=100)
   parser.add_argument("--batch_size", type=int, default=128)
   parser.add_argument("--eval_batch_size", type=int, default=256)
+  parser.add_argument("--eval_size", type=int, default=0,
+                      help="final evaluation on the first N images of its fixed shuffled "
+                           "order of the search-validation split (0: all of them)")
   parser.add_argument("--learning_rate", type=float, default=0.1)
   parser.add_argument("--min_learning_rate", type=float, default=0.001)
   parser.add_argument("--momentum", type=float, default=0.9)
@@ -254,6 +261,9 @@ def main():
   configs = parse_configs(args.configs)
   index = {c: i + 1 for i, c in enumerate(all_configs())}
   data = Data(args.split)
+  if not 0 <= args.eval_size <= len(data.val_y):
+    raise SystemExit(f"error: --eval_size must be in 0..{len(data.val_y)} (the "
+                     f"search-validation images; 0: all). Received: {args.eval_size}")
   torch.manual_seed(args.seed)
   nets = [SuperNet(data.num_classes, args.init) for _ in range(args.num_models)]
   optims = [torch.optim.SGD(n.parameters(), lr=args.learning_rate, momentum=args.momentum,
@@ -326,7 +336,7 @@ def main():
   marginals = balance_marginals(scores, final_t) if start_epoch >= args.epochs else marginals
   assignment = conditional(scores, final_t, marginals).numpy()
   t_eval = time.time()
-  acc = evaluate_all(nets, configs, data, args.eval_batch_size)
+  acc = evaluate_all(nets, configs, data, args.eval_batch_size, args.eval_size)
   records = []
   for c, config in enumerate(configs):
     m = int(np.argmax(assignment[c]))
@@ -337,7 +347,8 @@ def main():
   results = {"oracle": "mixture_torch", "args": vars(args), "configs": records,
              "scores": scores.tolist(), "assignment": assignment.tolist(),
              "history": history, "train_seconds": history[-1]["elapsed_s"] if history else 0,
-             "eval_seconds": time.time() - t_eval}
+             "eval_seconds": time.time() - t_eval,
+             "eval_images": args.eval_size or len(data.val_y)}
   tmp = os.path.join(args.workdir, "results.json.tmp")
   with open(tmp, "w") as f:
     json.dump(results, f, indent=1)
