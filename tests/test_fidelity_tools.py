@@ -88,8 +88,8 @@ def test_k4_is_compared_with_each_k1_of_its_own_implementation_by_seed():
   # Ours against ours, the oracle against the oracle; never across.
   assert sorted(out) == [("k4lr", "k1"), ("k4lr", "k1lr"), ("oracle_k4", "oracle_k1")]
   assert out[("k4lr", "k1")]["seed_list"] == [0]
-  assert out[("k4lr", "k1")]["difference"] == 2.0
+  assert out[("k4lr", "k1")]["value"] == 2.0
   assert out[("k4lr", "k1")]["regret_difference"] == -2.5
   assert out[("k4lr", "k1lr")]["seed_list"] == [0, 1]
-  assert out[("k4lr", "k1lr")]["difference"] == 0.0
-  assert out[("oracle_k4", "oracle_k1")]["difference"] == -2.0
+  assert out[("k4lr", "k1lr")]["value"] == 0.0
+  assert out[("oracle_k4", "oracle_k1")]["value"] == -2.0

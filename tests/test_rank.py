@@ -70,6 +70,12 @@ def test_hand_made_metrics():
   assert subset["regret_among_compared"] == 0.0
   perfect = rank.compare(truth, truth)
   assert perfect["kendall_tau"] == pytest.approx(1.0) and perfect["regret"] == 0.0
+  # A perfect ranking stays perfect whichever configurations are drawn.
+  assert perfect["kendall_tau_interval"] == [1.0, 1.0]
+  low, high = result["kendall_tau_interval"]
+  assert -1.0 <= low <= result["kendall_tau"] <= high == 1.0
+  assert "90% interval resampling the configurations:" in rank.format_comparison(
+      {**result, "estimate": "e"})
 
 
 def test_batched_kendall_tau_b_is_scipys_with_ties():
@@ -90,32 +96,32 @@ def test_paired_bootstrap_of_a_tau_difference():
   reverse = {i: -v for i, v in truth.items()}
   # A perfect ranker against its mirror: tau 1 - (-1) = 2 in every draw with two or more
   # distinct configurations.
-  out = rank.bootstrap_tau_difference(truth, [truth, truth], [reverse, reverse], samples=300)
-  assert out["difference"] == 2.0 and out["low"] == 2.0 and out["high"] == 2.0
+  out = rank.bootstrap_tau(truth, [truth, truth], [reverse, reverse], samples=300)
+  assert out["value"] == 2.0 and out["low"] == 2.0 and out["high"] == 2.0
   assert out["share_above_zero"] == 1.0 and out["num_compared"] == 20 and out["seeds"] == 2
   # A method against itself: exactly 0 in every draw, none above zero.
   rng = np.random.default_rng(1)
   noisy = [{i: v + 8 * rng.normal() for i, v in truth.items()} for _ in range(2)]
-  same = rank.bootstrap_tau_difference(truth, noisy, noisy, samples=300)
-  assert (same["difference"], same["low"], same["high"], same["share_above_zero"]) == (
+  same = rank.bootstrap_tau(truth, noisy, noisy, samples=300)
+  assert (same["value"], same["low"], same["high"], same["share_above_zero"]) == (
       0.0, 0.0, 0.0, 0.0)
   # The observed difference is the mean over seeds of scipy's taus; the interval holds it.
   other = [{i: v + 3 * rng.normal() for i, v in truth.items()} for _ in range(2)]
-  out = rank.bootstrap_tau_difference(truth, other, noisy, samples=500, seed=3)
+  out = rank.bootstrap_tau(truth, other, noisy, samples=500, seed=3)
   t = list(truth.values())
   expected = np.mean([stats.kendalltau(t, list(o.values())).statistic
                       - stats.kendalltau(t, list(n.values())).statistic
                       for o, n in zip(other, noisy)])
-  assert out["difference"] == pytest.approx(expected)
-  assert out["low"] < out["difference"] < out["high"]
+  assert out["value"] == pytest.approx(expected)
+  assert out["low"] < out["value"] < out["high"]
   # Only the configurations every source has are compared.
-  partial = rank.bootstrap_tau_difference(truth, [{1: 1.0, 2: 2.0, 3: 3.0, 99: 0.0}],
+  partial = rank.bootstrap_tau(truth, [{1: 1.0, 2: 2.0, 3: 3.0, 99: 0.0}],
                                           [{1: 3.0, 2: 2.0, 3: 1.0}], samples=50)
-  assert partial["num_compared"] == 3 and partial["difference"] == 2.0
+  assert partial["num_compared"] == 3 and partial["value"] == 2.0
   with pytest.raises(errors.UsageError, match="paired by seed; received 2 and 1"):
-    rank.bootstrap_tau_difference(truth, noisy, noisy[:1])
+    rank.bootstrap_tau(truth, noisy, noisy[:1])
   with pytest.raises(errors.UsageError, match="only 2 configuration"):
-    rank.bootstrap_tau_difference(truth, [{1: 1.0, 2: 2.0}], [{1: 1.0, 2: 2.0}])
+    rank.bootstrap_tau(truth, [{1: 1.0, 2: 2.0}], [{1: 1.0, 2: 2.0}])
 
 
 def test_constant_estimate_has_no_correlation_and_too_few_configs_fail():

@@ -147,7 +147,7 @@ def main(argv):
               "share of draws > 0 | regret difference |", "|---|---|---|---|---|---|---|---|"]
     for c in comparisons:
       lines.append(f"| {c['method']} | {c['estimator']} | {c['baseline']} | {c['seeds']} | "
-                   f"{c['difference']:+.3f} | [{c['low']:+.3f}, {c['high']:+.3f}] | "
+                   f"{c['value']:+.3f} | [{c['low']:+.3f}, {c['high']:+.3f}] | "
                    f"{c['share_above_zero']:.2f} | {c['regret_difference']:+.2f} |")
   workdir_lib.atomic_write_text(os.path.join(_OUT.value, "study.md"), "\n".join(lines) + "\n")
   plot_estimates(runs, truth, os.path.join(_OUT.value, "estimated_vs_true.png"))
@@ -158,7 +158,7 @@ def main(argv):
 def compare_with_one_set(rows, estimates, truth) -> list[dict]:
   """Every K > 1 method and estimator against every K = 1 method of the same
   implementation (ours, or the oracle's), over the seeds both have:
-  rank.bootstrap_tau_difference and the difference of the mean regrets."""
+  rank.bootstrap_tau and the difference of the mean regrets."""
   regret = {(r["method"], r["estimator"], r["seed"]): r["regret"] for r in rows}
   k_of = {r["method"]: r["K"] for r in rows}
   oracle = lambda method: method.startswith("oracle_")
@@ -170,7 +170,7 @@ def compare_with_one_set(rows, estimates, truth) -> list[dict]:
                        and (baseline, "assigned", s) in estimates)
         if not seeds:
           continue
-        result = rank.bootstrap_tau_difference(
+        result = rank.bootstrap_tau(
             truth, [estimates[(method, estimator, s)] for s in seeds],
             [estimates[(baseline, "assigned", s)] for s in seeds])
         out.append({"method": method, "estimator": estimator, "baseline": baseline,

@@ -25,7 +25,8 @@ several KerasTuner trials (Hyperband's rounds) counts with its longest-trained t
 (the best of them, like KerasTuner's own objective).
 
 Metrics (`compare`) over the configurations present in both sources (the count is
-reported): Kendall tau-b and Spearman rho (scipy), top-k overlap
+reported): Kendall tau-b (with a 90% bootstrap interval resampling the configurations,
+`bootstrap_tau`) and Spearman rho (scipy), top-k overlap
 |top_k(truth) & top_k(estimate)| / k; and the regret: the true accuracy of the truly best
 configuration (of the whole truth, so that an estimate that never tried it pays for it)
 minus the true accuracy of the configuration the estimate ranks first among those
@@ -48,6 +49,8 @@ from mixnas_tf import spaces
 from mixnas_tf.methods import estimators
 
 TOP_K = (1, 3, 5, 10)
+# Coverage of the bootstrap interval `compare` gives Kendall tau.
+TAU_INTERVAL = 0.9
 # Configuration columns of CSV tables, in order of preference.
 INDEX_COLUMNS = ("architecture", "index", "number")
 # Accuracy columns used when a CSV source names none, in order of preference.
@@ -282,7 +285,9 @@ def compare(truth: dict[int, float], estimate: dict[int, float],
 
   Returns:
     A JSON-able dict: num_compared, truth_only / estimate_only (reference numbers),
-    kendall_tau / kendall_p, spearman / spearman_p (None when undefined, e.g. constant
+    kendall_tau / kendall_p, kendall_tau_interval ([low, high], TAU_INTERVAL coverage,
+    resampling the compared configurations; None with fewer than 3 or an undefined tau),
+    spearman / spearman_p (None when undefined, e.g. constant
     values), top_k_overlap {k: fraction} (over the compared configurations), best (the
     whole truth's top), chosen (the estimate's top among the compared, with its true
     accuracy and its rank in the whole truth), regret = true accuracy of best minus that
@@ -305,6 +310,10 @@ def compare(truth: dict[int, float], estimate: dict[int, float],
     warnings.simplefilter("ignore", stats.ConstantInputWarning)
     kendall = stats.kendalltau(t, e)
     spearman = stats.spearmanr(t, e)
+  interval = None
+  if len(common) >= 3 and kendall.statistic == kendall.statistic:  # Not NaN.
+    boot = bootstrap_tau(truth, [estimate], samples=1000, level=TAU_INTERVAL)
+    interval = [boot["low"], boot["high"]]
   by_truth = sorted(common, key=lambda i: (-truth[i], i))
   by_estimate = sorted(common, key=lambda i: (-estimate[i], i))
   # The chosen configuration is judged against the best of the whole truth: an estimate
@@ -319,6 +328,8 @@ def compare(truth: dict[int, float], estimate: dict[int, float],
       "estimate_only": sorted(set(estimate) - set(truth)),
       "kendall_tau": _finite(kendall.statistic),
       "kendall_p": _finite(kendall.pvalue),
+      # TAU_INTERVAL's coverage, resampling the configurations compared (bootstrap_tau).
+      "kendall_tau_interval": interval,
       "spearman": _finite(spearman.statistic),
       "spearman_p": _finite(spearman.pvalue),
       "top_k_overlap": {str(k): len(set(by_truth[:k]) & set(by_estimate[:k])) / k
@@ -356,58 +367,65 @@ def kendall_tau_b(x, y) -> np.ndarray:
     return np.sum(sx * sy, -1) / np.sqrt(np.sum(sx * sx, -1) * np.sum(sy * sy, -1))
 
 
-def bootstrap_tau_difference(truth: dict[int, float], a: list[dict[int, float]],
-                             b: list[dict[int, float]], samples: int = 2000,
-                             level: float = 0.9, seed: int = 0) -> dict:
-  """Is estimate `a` a better ranker than `b`? A paired bootstrap over configurations.
+def bootstrap_tau(truth: dict[int, float], a: list[dict[int, float]],
+                  b: list[dict[int, float]] | None = None, samples: int = 2000,
+                  level: float = 0.9, seed: int = 0) -> dict:
+  """Kendall tau against `truth` with a bootstrap interval over configurations; with `b`,
+  the paired difference of two methods' taus (is `a` a better ranker than `b`?).
 
-  `a[s]` and `b[s]` are two methods' estimates from one seed s (the pairing); the statistic
-  is mean_s tau(a[s]) - mean_s tau(b[s]) against `truth`, over the configurations present
-  everywhere. Resampling those configurations with replacement (the same draw for every
-  run, so the comparison stays paired) gives the interval: it says how much the
-  difference owes to which configurations happen to be in the space; the spread between
-  seeds is in the means themselves, with as many seeds as there are.
+  `a[s]` (and `b[s]`) are estimates from one seed s, the pairing; the statistic is
+  mean_s tau(a[s]) (minus mean_s tau(b[s])) over the configurations present everywhere.
+  Resampling those configurations with replacement, with the same draw for every run so
+  that a comparison stays paired, gives the interval: how much the value owes to which
+  configurations happen to be in the space. The spread between seeds of the search is
+  not in it (measured: one search's tau moves by about 0.1 between seeds); it is in the
+  means, with as many seeds as are given.
 
   Args:
     truth: reference number -> true accuracy.
-    a, b: lists of equal length >= 1 of reference number -> estimate.
+    a: estimates (reference number -> value), one per seed, at least one.
+    b: None, or as many estimates as `a`, seed for seed.
     samples: bootstrap draws.
     level: the central interval's coverage.
     seed: the draws' seed.
 
   Returns:
-    {"difference", "low", "high", "share_above_zero", "num_compared", "seeds"}.
+    {"value" (the statistic on the configurations as they are), "low", "high",
+     "share_above_zero" (of the draws), "num_compared", "seeds", "level", "samples"}.
 
   Raises:
     errors.UsageError: unpaired lists, or fewer than 3 configurations in common.
   """
-  if not a or len(a) != len(b):
+  if not a or (b is not None and len(a) != len(b)):
     raise errors.UsageError(f"need the same number (>= 1) of runs on each side, paired by "
-                            f"seed; received {len(a)} and {len(b)}")
+                            f"seed; received {len(a)} and {0 if b is None else len(b)}")
   if not 0 < level < 1 or samples < 1:
     raise ValueError(f"level must be in (0, 1) and samples >= 1. Received: level={level}, "
                      f"samples={samples}")
-  common = sorted(set(truth).intersection(*map(set, a), *map(set, b)))
+  runs = list(a) + list(b or [])
+  common = sorted(set(truth).intersection(*map(set, runs)))
   if len(common) < 3:
     raise errors.UsageError(f"only {len(common)} configuration(s) in every source; the "
                             "bootstrap needs at least 3")
   t = np.array([truth[i] for i in common])
   ea = np.array([[e[i] for i in common] for e in a])  # [S, n]
-  eb = np.array([[e[i] for i in common] for e in b])
-  draws = np.random.default_rng(seed).integers(0, len(common), (samples, len(common)))
+  eb = None if b is None else np.array([[e[i] for i in common] for e in b])
 
-  def statistic(idx):  # Draws [B, n] -> mean over seeds of tau(a) - tau(b), [B].
+  def statistic(idx):  # Draws [B, n] -> the statistic of each draw, [B].
     tt = t[idx]
     with warnings.catch_warnings():  # A draw of one repeated configuration has no tau.
       warnings.simplefilter("ignore", RuntimeWarning)
-      return np.nanmean([kendall_tau_b(tt, sa[idx]) - kendall_tau_b(tt, sb[idx])
-                         for sa, sb in zip(ea, eb)], axis=0)
+      per_seed = [kendall_tau_b(tt, ea[s][idx])
+                  - (0.0 if eb is None else kendall_tau_b(tt, eb[s][idx]))
+                  for s in range(len(ea))]
+      return np.nanmean(per_seed, axis=0)
 
+  draws = np.random.default_rng(seed).integers(0, len(common), (samples, len(common)))
   observed = float(statistic(np.arange(len(common))[None])[0])
   boot = np.concatenate([statistic(draws[i:i + 250]) for i in range(0, samples, 250)])
   boot = boot[np.isfinite(boot)]
   tail = (1.0 - level) / 2
-  return {"difference": observed, "low": float(np.quantile(boot, tail)),
+  return {"value": observed, "low": float(np.quantile(boot, tail)),
           "high": float(np.quantile(boot, 1.0 - tail)),
           "share_above_zero": float(np.mean(boot > 0)), "num_compared": len(common),
           "seeds": len(a), "level": level, "samples": int(boot.size)}
@@ -436,7 +454,10 @@ def format_comparison(result: dict) -> str:
                    f"({', '.join(map(str, result[key][:12]))}"
                    f"{' ...' if len(result[key]) > 12 else ''})")
   lines += [
-      f"  Kendall tau:   {_fmt(result['kendall_tau'])} (p={_fmt(result['kendall_p'], '.2g')})",
+      f"  Kendall tau:   {_fmt(result['kendall_tau'])} (p={_fmt(result['kendall_p'], '.2g')}"
+      + ("" if not result.get("kendall_tau_interval") else
+         f"; {TAU_INTERVAL:.0%} interval resampling the configurations: "
+         + " to ".join(f"{v:.3f}" for v in result["kendall_tau_interval"])) + ")",
       f"  Spearman rho:  {_fmt(result['spearman'])} (p={_fmt(result['spearman_p'], '.2g')})",
       "  top-k overlap: " + "  ".join(
           f"k={k}: {round(v * int(k))}/{k}" for k, v in result["top_k_overlap"].items()),
