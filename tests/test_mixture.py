@@ -172,3 +172,28 @@ def test_entropy_of_one_hot_is_zero():
 def test_assigned_models_takes_argmax_and_lowest_on_ties():
   probs = np.array([[0.2, 0.5, 0.3], [0.4, 0.2, 0.4], [0.1, 0.1, 0.8]])
   np.testing.assert_array_equal(mx.assigned_models(probs), [1, 0, 2])
+
+
+def test_specialisation_of_the_weight_sets_exactly():
+  # Rows: configurations; columns: sets. Row 0 belongs to set 0 and is 0.3 better there;
+  # row 1 to set 1 (+0.3); row 2 to set 0 but equal under both (tie: lowest set).
+  accuracy = np.array([[0.8, 0.5], [0.4, 0.7], [0.6, 0.6]])
+  probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
+  out = mx.specialisation(accuracy, probs)
+  assert out["own_minus_others"] == pytest.approx(0.2)
+  assert out["own_minus_others_se"] == pytest.approx(np.std([0.3, 0.3, 0.0], ddof=1) / 3**0.5)
+  assert out["own_is_best"] == 1.0
+  assert out["hardness"] == pytest.approx((0.9 + 0.8 + 0.5) / 3)
+  assert out["configs_per_set"] == [2, 1]
+  # A set better on every configuration by 0.2 is not specialised: its advantage shows in
+  # own_minus_others (for its configurations) and is removed in set_advantage_removed.
+  better = np.array([[0.7, 0.5], [0.7, 0.5], [0.6, 0.4], [0.6, 0.4]])
+  assigned = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9]])
+  out = mx.specialisation(better, assigned)
+  assert out["own_minus_others"] == pytest.approx(0.0)  # +0.2, +0.2, -0.2, -0.2.
+  assert out["set_advantage_removed"] == pytest.approx(0.0)
+  assert out["own_is_best"] == 0.5 and out["configs_per_set"] == [2, 2]
+  with pytest.raises(ValueError, match="every pair of K >= 2"):
+    mx.specialisation(accuracy[:, :1], probs[:, :1])
+  with pytest.raises(ValueError, match="NaN: True"):
+    mx.specialisation(np.array([[0.5, np.nan], [0.5, 0.5]]), probs[:2])

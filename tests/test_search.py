@@ -13,6 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from mixnas_tf import errors
+from mixnas_tf.methods import mixture
 from mixnas_tf.methods import search
 
 CONFIGS = "4,3,3;5,3,2;1,1,8"
@@ -52,6 +53,11 @@ def test_search_writes_flags_results_ranking_and_plots(tiny_folder, tmp_path):
     assert c["estimated_accuracy"] == pytest.approx(np.mean(c["accuracy_per_model"]),
                                                     abs=1e-12)
   np.testing.assert_allclose(np.sum(results["assignment"], axis=1), 1.0, atol=1e-9)
+  # The sets' specialisation, from the same final evaluation (searched row order).
+  by_index = {c["index"]: c for c in results["configs"]}
+  rows = [by_index[i] for i in results["searched"]]
+  assert results["specialisation"] == mixture.specialisation(
+      np.array([c["accuracy_per_model"] for c in rows]), np.array(results["assignment"]))
   best = max(results["configs"], key=lambda c: (c["estimated_accuracy"], -c["index"]))
   assert results["best"]["index"] == best["index"]
   assert results["best"]["stages"] == best["stages"]

@@ -29,6 +29,7 @@ from mixnas_tf import spaces  # pylint: disable=wrong-import-position
 from mixnas_tf import workdir as workdir_lib  # pylint: disable=wrong-import-position
 from mixnas_tf.analysis import rank  # pylint: disable=wrong-import-position
 from mixnas_tf.methods import estimators  # pylint: disable=wrong-import-position
+from mixnas_tf.methods import mixture  # pylint: disable=wrong-import-position
 
 _RUNS = flags.DEFINE_string("runs", "runs/fidelity", "Folder of the study's work directories.")
 _TRUTH = flags.DEFINE_string(
@@ -119,9 +120,13 @@ def main(argv):
                   "regret": float(np.mean([r["regret"] for r in group])),
                   "seed_agreement": agreement.get(f"{method}:{estimator}")})
   comparisons = compare_with_one_set(rows, estimates, truth)
+  special = {name: mixture.specialisation(run["accuracy"], run["probs"])
+             for name, run in runs.items()
+             if run["accuracy"].shape[1] > 1 and not np.isnan(run["accuracy"]).any()}
   workdir_lib.atomic_write_json(os.path.join(_OUT.value, "study.json"),
                                 {"truth": _TRUTH.value, "runs": rows, "summary": table,
-                                 "seed_agreement": agreement, "comparisons": comparisons})
+                                 "seed_agreement": agreement, "comparisons": comparisons,
+                                 "specialisation": special})
   lines = ["# Fidelity study: per run", "",
            "| run | estimator | Kendall tau | Spearman | regret | chosen (true rank) | "
            "set means | train / eval min |", "|---|---|---|---|---|---|---|---|"]
@@ -138,6 +143,19 @@ def main(argv):
     lines.append(f"| {METHODS.get(t['method'], t['method'])} | {t['estimator']} | "
                  f"{t['seeds']} | {t['kendall_tau']:.3f} | {t['spearman']:.3f} | "
                  f"{t['regret']:.2f} | {agree} |")
+  if special:
+    lines += ["", "# Did the weight sets specialise?", "",
+              "A configuration's accuracy under its own (assigned) set minus its mean under "
+              "the others, in points, mean over configurations with its standard error; the "
+              "same with each set's mean advantage removed; the share of configurations "
+              "whose own set is their best (1/K by chance); mean max p(m | c).", "",
+              "| run | own - others (SE) | set advantage removed | own set is best | "
+              "max p(m given c) | configurations per set |", "|---|---|---|---|---|---|"]
+    for name, sp in special.items():
+      lines.append(f"| {name} | {100 * sp['own_minus_others']:+.2f} "
+                   f"({100 * sp['own_minus_others_se']:.2f}) | "
+                   f"{100 * sp['set_advantage_removed']:+.2f} | {sp['own_is_best']:.2f} | "
+                   f"{sp['hardness']:.2f} | {', '.join(map(str, sp['configs_per_set']))} |")
   if comparisons:
     lines += ["", "# K > 1 against K = 1, paired by seed", "",
               "Differences of the means over the seeds both methods have (K > 1 minus K = 1):"

@@ -207,6 +207,9 @@ def finish_search(*, cfg, space, configs, dataset, val, trainer, workdir, histor
   records = rank_results(space, configs, accuracy, probs, scores, cfg.estimate,
                          dataset.image_size, cfg.downsample, dataset.num_classes)
   best = records[0]
+  # Did the sets specialise? Only measurable with every pair of several sets evaluated.
+  special = (mixture.specialisation(accuracy, probs)
+             if cfg.num_models > 1 and not np.isnan(accuracy).any() else None)
   state = workdir_lib.read_json(os.path.join(workdir, "state.json"))
   results = {
       "num_models": cfg.num_models,
@@ -222,6 +225,7 @@ def finish_search(*, cfg, space, configs, dataset, val, trainer, workdir, histor
       # the searched order, which "searched" gives as reference indices.
       "searched": [spaces.to_index(space, c) for c in configs],
       "assignment": probs.tolist(),
+      "specialisation": special,
       "scores": scores.tolist(),
       "temperature": temperature,
       # Traces of this process (after a resume it only evaluated), and the most search
@@ -251,5 +255,11 @@ def finish_search(*, cfg, space, configs, dataset, val, trainer, workdir, histor
   logging.info("Best configuration: %d %s, estimated accuracy %.4f (weight set %d).",
                best["index"], spaces.format_stages(best["stages"]), best["estimated_accuracy"],
                best["model"])
+  if special:
+    logging.info("Specialisation of the weight sets: a configuration is %+.2f points (SE "
+                 "%.2f) better under its own set than under the others; its own set is its "
+                 "best for %.0f%% (%.0f%% by chance); mean max p(m|c) %.2f.",
+                 100 * special["own_minus_others"], 100 * special["own_minus_others_se"],
+                 100 * special["own_is_best"], 100 / cfg.num_models, special["hardness"])
   del samples  # Kept in state.json; the report reads them from there.
   return results

@@ -231,3 +231,55 @@ def assigned_models(probs: np.ndarray) -> np.ndarray:
   Ties go to the lowest model index.
   """
   return np.argmax(np.asarray(probs), axis=-1)
+
+
+def specialisation(accuracy: np.ndarray, probs: np.ndarray) -> dict:
+  """Whether the weight sets specialised: is a configuration better under its own set?
+
+  The mixture's premise is that each set becomes better than the others on the
+  configurations assigned to it. With every (configuration, set) pair evaluated, this
+  measures it on the final evaluation:
+
+  - `own_minus_others`: mean over configurations of accuracy[c, m_c] minus the mean of
+    accuracy[c, m] over the other sets, m_c = argmax_m p(m | c); 0 when the sets did not
+    specialise (the set a configuration is assigned to is no better for it than the
+    others), positive when they did. `own_minus_others_se` is its standard error over the
+    configurations.
+  - `own_is_best`: the share of configurations whose own set is their best one (1/K by
+    chance, 1 when fully specialised).
+  - `set_advantage_removed`: `own_minus_others` after removing each set's mean advantage
+    (the additive set effect: a set better on every configuration is not specialised).
+  - `hardness`: mean over configurations of max_m p(m | c) (1/K uniform, 1 hard).
+  - `configs_per_set`: how many configurations each set is assigned.
+
+  Args:
+    accuracy: [C, K] accuracy of every pair (no NaN), K >= 2.
+    probs: [C, K] p(m | c).
+
+  Returns:
+    A JSON-able dict of floats (and a list of ints).
+  """
+  accuracy = np.asarray(accuracy, np.float64)
+  probs = np.asarray(probs, np.float64)
+  c, k = accuracy.shape
+  if k < 2 or probs.shape != accuracy.shape or np.isnan(accuracy).any():
+    raise ValueError(f"specialisation needs every pair of K >= 2 sets evaluated, and probs "
+                     f"of the same shape. Received: accuracy {accuracy.shape} "
+                     f"(NaN: {bool(np.isnan(accuracy).any())}), probs {probs.shape}")
+  own_set = assigned_models(probs)
+  rows = np.arange(c)
+
+  def own_minus_others(a):
+    own = a[rows, own_set]
+    return own - (a.sum(axis=1) - own) / (k - 1)
+
+  diff = own_minus_others(accuracy)
+  centred = own_minus_others(accuracy - accuracy.mean(axis=0, keepdims=True))
+  return {
+      "own_minus_others": float(diff.mean()),
+      "own_minus_others_se": float(diff.std(ddof=1) / np.sqrt(c)) if c > 1 else 0.0,
+      "set_advantage_removed": float(centred.mean()),
+      "own_is_best": float(np.mean(np.argmax(accuracy, axis=1) == own_set)),
+      "hardness": float(probs.max(axis=1).mean()),
+      "configs_per_set": np.bincount(own_set, minlength=k).astype(int).tolist(),
+  }
