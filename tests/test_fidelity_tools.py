@@ -93,3 +93,29 @@ def test_k4_is_compared_with_each_k1_of_its_own_implementation_by_seed():
   assert out[("k4lr", "k1lr")]["seed_list"] == [0, 1]
   assert out[("k4lr", "k1lr")]["value"] == 0.0
   assert out[("oracle_k4", "oracle_k1")]["value"] == -2.0
+
+
+def _results(path, accuracy):
+  """A results.json of `accuracy` [C, K] for configurations 1..C."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  configs = [{"index": i + 1, "accuracy_per_model": list(row),
+              "assignment": [1.0 / len(row)] * len(row)} for i, row in enumerate(accuracy)]
+  path.write_text(json.dumps({"configs": configs, "train_seconds": 60.0}))
+
+
+def test_a_study_joins_work_directories_and_the_runs_earlier_sittings_kept(tmp_path):
+  import analyse  # noqa: E402  pylint: disable=g-import-not-at-top,import-outside-toplevel
+  runs, out = tmp_path / "runs", tmp_path / "out"
+  _results(out / "k1lr_s0_results.json", [[0.5], [0.6]])       # Only an earlier copy.
+  _results(out / "k4lr_s0_results.json", [[0.1, 0.1], [0.1, 0.1]])
+  _results(runs / "k4lr_s0" / "results.json", [[0.3, 0.4], [0.5, 0.6]])  # Wins over it.
+  _results(runs / "k1lr_s1" / "results.json", [[0.7], [0.8]])
+  (runs / "k1_s2").mkdir()                                     # Unfinished: no results.json.
+  _results(out / "oracle_k4_he_init_results.json", [[0.1, 0.1], [0.1, 0.1]])  # Not a run name.
+  found = analyse.find_runs(str(runs), str(out))
+  assert list(found) == ["k1lr_s0", "k1lr_s1", "k4lr_s0"]
+  assert found["k1lr_s0"]["accuracy"].tolist() == [[0.5], [0.6]]
+  assert found["k4lr_s0"]["accuracy"].tolist() == [[0.3, 0.4], [0.5, 0.6]]
+  assert found["k4lr_s0"]["results_path"] == str(runs / "k4lr_s0" / "results.json")
+  assert found["k1lr_s1"]["indices"] == [1, 2]
+  assert analyse.find_runs(str(tmp_path / "absent"), str(out)).keys() == {"k1lr_s0", "k4lr_s0"}

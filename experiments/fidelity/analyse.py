@@ -1,7 +1,9 @@
 """Tables and plots of the fidelity study (experiments/fidelity/study.sh).
 
 For every finished run under --runs (our searches `k1_s0`, `k4_s0`, `k4w_s0`, ... and the
-PyTorch oracle's `oracle_k*_s*`) and every estimator of mixnas_tf/estimators.py, computes
+PyTorch oracle's `oracle_k*_s*`), or kept in --out by the analysis of an earlier sitting
+(a study may take several sittings on machines that do not keep their work directories),
+and every estimator of mixnas_tf/estimators.py, computes
 Kendall tau, Spearman rho and regret against the truth with `mixnas_tf.rank.compare` (the
 project's one definition of these metrics), the agreement between seeds, and each weight
 set's mean accuracy; writes OUT/study.md, OUT/study.json, OUT/<run>_results.json (the
@@ -45,10 +47,13 @@ METHODS = {"k1": "ours, K=1", "k4": "ours, K=4 (paper)", "k4w": "ours, K=4, shar
 
 
 def load_run(path: str) -> dict | None:
-  """A finished run: accuracy [C, K], assignment [C, K], indices, timings."""
+  """A finished run's work directory: accuracy [C, K], assignment [C, K], indices, timings."""
   results_path = os.path.join(path, "results.json")
-  if not os.path.exists(results_path):
-    return None
+  return load_results(results_path) if os.path.exists(results_path) else None
+
+
+def load_results(results_path: str) -> dict:
+  """A run's results.json (in its work directory, or the copy an earlier analysis kept)."""
   results = workdir_lib.read_json(results_path)
   records = sorted(results["configs"], key=lambda r: r["index"])
   accuracy = np.array([[np.nan if a is None else a for a in r["accuracy_per_model"]]
@@ -63,20 +68,37 @@ def load_run(path: str) -> dict | None:
           "results_path": results_path}
 
 
+def find_runs(runs_dir: str, out_dir: str) -> dict[str, dict]:
+  """Every finished run of the study, by name: the work directories under `runs_dir`, and
+  the runs of earlier sittings that only `out_dir` still holds (the `<run>_results.json`
+  copies an earlier analysis committed; work directories do not outlive a machine). A work
+  directory wins over its copy."""
+  runs = {}
+  if os.path.isdir(out_dir):
+    for file in sorted(os.listdir(out_dir)):
+      name = file.removesuffix("_results.json")
+      if file.endswith("_results.json") and RUN_NAME.match(name):
+        runs[name] = load_results(os.path.join(out_dir, file))
+  if os.path.isdir(runs_dir):
+    for name in sorted(os.listdir(runs_dir)):
+      if RUN_NAME.match(name) and (run := load_run(os.path.join(runs_dir, name))):
+        runs[name] = run
+  return dict(sorted(runs.items()))
+
+
 def main(argv):
   del argv
   truth = rank.read(_TRUTH.value).values
-  runs = {}
-  for name in sorted(os.listdir(_RUNS.value)):
-    if RUN_NAME.match(name) and (run := load_run(os.path.join(_RUNS.value, name))):
-      runs[name] = run
+  runs = find_runs(_RUNS.value, _OUT.value)
   if not runs:
-    raise SystemExit(f"error: no finished run in {_RUNS.value}")
+    raise SystemExit(f"error: no finished run in {_RUNS.value} or {_OUT.value}")
   os.makedirs(_OUT.value, exist_ok=True)
   rows, estimates = [], {}
   for name, run in runs.items():
     method, seed = name.rsplit("_s", 1)
-    shutil.copyfile(run["results_path"], os.path.join(_OUT.value, f"{name}_results.json"))
+    copy = os.path.join(_OUT.value, f"{name}_results.json")
+    if os.path.abspath(run["results_path"]) != os.path.abspath(copy):
+      shutil.copyfile(run["results_path"], copy)
     for flags_name in ("flags.json", "args.json"):
       src = os.path.join(_RUNS.value, name, flags_name)
       if os.path.exists(src):
