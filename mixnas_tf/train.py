@@ -43,7 +43,14 @@ flags.DEFINE_float("max_temperature", _D.max_temperature, "Final temperature of 
 flags.DEFINE_float("ema_decay", _D.ema_decay, "Decay of the scores' moving average of "
                    "validation-batch accuracy, W <- d W + (1 - d) a (reference: 0.9 for "
                    "ResNet20/50, 0.95 for ResNet18).", lower_bound=0.0, upper_bound=0.999)
-flags.DEFINE_integer("epochs", _D.epochs, "Training epochs over the search-train split.")
+flags.DEFINE_integer("epochs", _D.epochs, "Training epochs over the search-train split "
+                     "(see --budget).")
+flags.DEFINE_enum("budget", _D.budget, list(search.BUDGETS), "What --epochs counts when K > 1. "
+                  "total: the run's epochs, shared by the K weight sets (each gets about 1/K "
+                  "of the steps; the same compute as K=1). per_set: each weight set's epochs, "
+                  "so the run trains K x --epochs epochs and takes K times as long; the "
+                  "paper's protocol for its M > 1 results (README, 'How far to trust a "
+                  "ranking'). --shared_epochs and --warmup_epochs count the run's epochs.")
 flags.DEFINE_float("val_fraction", _D.val_fraction, "Fraction of the training split held out "
                    "as search-validation (0.5 as in the paper).")
 flags.DEFINE_integer("train_size", _D.train_size, "Subsample search-train to this many "

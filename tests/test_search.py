@@ -168,6 +168,29 @@ def test_default_warm_up_is_one_epoch_and_may_fill_a_one_epoch_search(tiny_folde
   assert rate < 0.075
 
 
+def test_run_epochs_of_each_budget():
+  # --budget=per_set: --epochs is each weight set's, so the run is K times as long.
+  assert [search.SearchConfig(epochs=20, num_models=k, budget=b).run_epochs()
+          for b in search.BUDGETS for k in (1, 4)] == [20, 20, 20, 80]
+
+
+def test_a_per_set_budget_trains_k_times_the_epochs(tiny_folder, tmp_path):
+  """K=2, --epochs=1, --budget=per_set: two epochs of steps, the temperature reaching its
+  maximum in the second and the cosine reaching its floor at the end of the second."""
+  cfg = _cfg(tiny_folder, epochs=1, budget="per_set", warmup_epochs=0, max_temperature=7.0)
+  results = search.run_search(cfg, str(tmp_path / "run"))
+  history = _read(str(tmp_path / "run"), "state.json")["history"]
+  steps = _read(str(tmp_path / "run"), "search_space.json")["split"]["steps_per_epoch"]
+  assert _read(str(tmp_path / "run"), "flags.json")["budget"] == "per_set"
+  assert [h["search/temperature"] for h in history] == [1.0, 7.0]
+  assert sum(results["model_steps"]) == 2 * steps
+  # The same run as --epochs=2 with the run's budget: the same decisions and losses.
+  total = search.run_search(dataclasses.replace(cfg, epochs=2, budget="total"),
+                            str(tmp_path / "total"))
+  assert total["model_steps"] == results["model_steps"]
+  assert total["ranking"] == results["ranking"]
+
+
 def test_shared_warmup_then_split_resumes_exactly(tiny_folder, tmp_path):
   """--shared_epochs: set 0 alone first, then K sets from its weights; a run stopped after
   the split resumes without splitting again (same decisions as an uninterrupted run)."""
@@ -209,9 +232,11 @@ def test_op_determinism_is_scoped_to_the_run(tiny_folder, tmp_path):
     (dict(num_models=0), "--num_models must be >= 1"),
     (dict(num_models=4), "more than the 3 configurations"),
     (dict(epochs=0), "--epochs must be a positive integer"),
-    (dict(shared_epochs=2), "--shared_epochs must be in 0..epochs-1"),
+    (dict(shared_epochs=2), "--shared_epochs must be in 0..1, below the run's 2 epochs"),
+    (dict(shared_epochs=4, budget="per_set"), "--shared_epochs must be in 0..3, below"),
+    (dict(budget="each"), "--budget must be one of total, per_set .received each."),
     (dict(estimate="mean", final_eval="assigned"), "needs every .configuration, weight set"),
-    (dict(warmup_epochs=3), "--warmup_epochs must be in 0..epochs = 0..2"),
+    (dict(warmup_epochs=3), "--warmup_epochs must be in 0..2, the run's epochs"),
     (dict(batch_size=512), "larger than"),
     (dict(val_fraction=1.0), "--val_fraction"),
     (dict(augment_in_step=True, strategy="mirrored"), "--augment_in_step needs"),

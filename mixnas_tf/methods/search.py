@@ -51,6 +51,10 @@ class SearchConfig:
   max_temperature: float = 100.0
   ema_decay: float = 0.9
   epochs: int = 100
+  # What --epochs counts when K > 1: the whole run's epochs (the K sets share them, so each
+  # gets about 1/K of the steps), or each weight set's (the run is K times as long; the
+  # paper's protocol, README "How far to trust a ranking").
+  budget: str = "total"
   batch_size: int = 128
   eval_batch_size: int = 256
   val_fraction: float = 0.5
@@ -78,6 +82,10 @@ class SearchConfig:
   log_every: int = 50
   progress: bool = True
 
+  def run_epochs(self) -> int:
+    """Epochs over search-train the run trains: --epochs, times K with --budget=per_set."""
+    return self.epochs * self.num_models if self.budget == "per_set" else self.epochs
+
   def optim(self, steps_per_epoch: int) -> trainer_lib.OptimConfig:
     return trainer_lib.OptimConfig(learning_rate=self.learning_rate,
                             min_learning_rate=self.min_learning_rate, schedule="cosine",
@@ -86,6 +94,7 @@ class SearchConfig:
 
 
 ESTIMATES = (estimators.AUTO, *estimators.ESTIMATORS)
+BUDGETS = ("total", "per_set")
 
 # A flag an older version did not have, whose default now differs from what that version did:
 # its work directories resume only with this value (--warmup_epochs came with no warm-up).
@@ -112,9 +121,11 @@ def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config
        f"--num_models={cfg.num_models} is more than the {len(configs)} configurations "
        "searched; use at most one weight set per configuration"),
       (cfg.epochs >= 1, f"--epochs must be a positive integer (received {cfg.epochs})"),
-      (0 <= cfg.shared_epochs < cfg.epochs,
-       f"--shared_epochs must be in 0..epochs-1 = 0..{cfg.epochs - 1} "
-       f"(received {cfg.shared_epochs})"),
+      (cfg.budget in BUDGETS,
+       f"--budget must be one of {', '.join(BUDGETS)} (received {cfg.budget})"),
+      (0 <= cfg.shared_epochs < cfg.run_epochs(),
+       f"--shared_epochs must be in 0..{cfg.run_epochs() - 1}, below the run's "
+       f"{cfg.run_epochs()} epochs (received {cfg.shared_epochs})"),
       (cfg.batch_size >= 1, f"--batch_size must be >= 1 (received {cfg.batch_size})"),
       (cfg.eval_batch_size >= 1,
        f"--eval_batch_size must be >= 1 (received {cfg.eval_batch_size})"),
@@ -128,8 +139,8 @@ def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config
        "--train_size and --val_size must be >= 0 (0 = the whole split)"),
       (cfg.learning_rate > 0 and cfg.min_learning_rate >= 0,
        "--learning_rate must be > 0 and --min_learning_rate >= 0"),
-      (0 <= cfg.warmup_epochs <= cfg.epochs,
-       f"--warmup_epochs must be in 0..epochs = 0..{cfg.epochs} (received "
+      (0 <= cfg.warmup_epochs <= cfg.run_epochs(),
+       f"--warmup_epochs must be in 0..{cfg.run_epochs()}, the run's epochs (received "
        f"{cfg.warmup_epochs}); a warm-up as long as the run is a linear ramp alone"),
 
       (cfg.estimate in ESTIMATES,
@@ -260,9 +271,10 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
     # Finished: keep its results (and their timings and trace counts) as they are.
     logging.info("%s is complete: %s", workdir, results_path)
     return workdir_lib.read_json(results_path)
-  logging.info("%s search in %s: %d configurations, K=%d, %d epochs x %d steps, "
+  logging.info("%s search in %s: %d configurations, K=%d, %d epochs x %d steps (--budget=%s), "
                "search-train %d / search-val %d images.", "Resuming" if resumed else "Starting",
-               workdir, len(configs), cfg.num_models, cfg.epochs, steps, len(train), len(val))
+               workdir, len(configs), cfg.num_models, cfg.run_epochs(), steps, cfg.budget,
+               len(train), len(val))
   runtime.set_seeds(cfg.seed)
   runtime.set_precision(cfg.precision)
   with distribute.scope(strategy):  # Mirrored variables under a strategy.
@@ -279,7 +291,7 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
   xla, policy = runtime.compile_policy(cfg.jit_compile, len(configs), cfg.max_live_programs,
                                        cfg.strategy)
   logging.info("Compile policy: %s.", policy)
-  trainer = trainer_lib.Trainer(model, cfg.optim(steps), total_steps=cfg.epochs * steps,
+  trainer = trainer_lib.Trainer(model, cfg.optim(steps), total_steps=cfg.run_epochs() * steps,
                                 precision=cfg.precision, jit_compile=xla,
                                 mixture=mixture_state, max_live_programs=cfg.max_live_programs,
                                 strategy=strategy)
@@ -320,7 +332,7 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
                    epoch + 1, cfg.num_models)
     # The temperature rises from 1 to its maximum over the mixture's own epochs.
     temperature = mixture.temperature(max(epoch - shared_epochs, 0),
-                                      cfg.epochs - shared_epochs, cfg.max_temperature)
+                                      cfg.run_epochs() - shared_epochs, cfg.max_temperature)
     if start_step == 0:
       divisor = mixture.epoch_balance(mixture_state.scores.numpy().astype(np.float64),
                                       temperature)
@@ -393,7 +405,7 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
   hooks = loop.LoopHooks(batches=batches, step=step, epoch_begin=epoch_begin,
                          epoch_end=epoch_end, state=state, restore=restore,
                          after_step=after_step)
-  status = loop.run_epochs(workdir=workdir, trainer=trainer, hooks=hooks, epochs=cfg.epochs,
+  status = loop.run_epochs(workdir=workdir, trainer=trainer, hooks=hooks, epochs=cfg.run_epochs(),
                            steps_per_epoch=steps, log_every=cfg.log_every,
                            progress=cfg.progress, hparams=loop.hparams_of(cfg))
   if status == "interrupted":
