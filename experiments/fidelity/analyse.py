@@ -40,9 +40,11 @@ _TRUTH = flags.DEFINE_string(
 _OUT = flags.DEFINE_string("out", "experiments/results/fidelity", "Output folder.")
 
 SPACE = spaces.get_space("resnet20")
-RUN_NAME = re.compile(r"^(oracle_)?k(\d+)(w|lr)?_s(\d+)$")
+RUN_NAME = re.compile(r"^(oracle_)?k(\d+)(w|lr|ps|x4)?_s(\d+)$")
 METHODS = {"k1": "ours, K=1", "k4": "ours, K=4 (paper)", "k4w": "ours, K=4, shared warm-up",
            "k1lr": "ours, K=1, 1 epoch LR warm-up", "k4lr": "ours, K=4, 1 epoch LR warm-up",
+           "k4ps": "ours, K=4, --budget=per_set (4x the steps)",
+           "k1x4": "ours, K=1, 4x the epochs (k4ps's steps)",
            "oracle_k1": "oracle, K=1", "oracle_k4": "oracle, K=4 (paper)"}
 
 

@@ -7,7 +7,9 @@
 #
 # Steps: k1_s0 k4_s0 k1_s1 k4_s1 (the paper's method, K = 1 and 4, seeds 0 and 1, no warm-up),
 # k4w_s0 k4w_s1 (K = 4 with a shared warm-up, see the top README), k1lr_s0 k4lr_s0 k1lr_s1 k4lr_s1
-# (one epoch of learning-rate warm-up), oracle_k1_s0 oracle_k4_s0
+# (one epoch of learning-rate warm-up), k4ps_s0 k4ps_s1 (K = 4, --budget=per_set: each weight
+# set gets EPOCHS epochs' worth of steps, the run 4 x EPOCHS epochs, the paper's protocol),
+# k1x4_s0 k1x4_s1 (K = 1 for 4 x EPOCHS epochs: k4ps's compute), oracle_k1_s0 oracle_k4_s0
 # oracle_k4_s1 (the PyTorch oracle, same split and budget; EXTRA's --train_size/--val_size
 # reach its split too), analyse.
 set -euo pipefail
@@ -49,6 +51,10 @@ run_step() {
     k4lr_s0) search k4lr_s0 4 0 --shared_epochs=0 --warmup_epochs=1 ;;
     k1lr_s1) search k1lr_s1 1 1 --warmup_epochs=1 ;;
     k4lr_s1) search k4lr_s1 4 1 --shared_epochs=0 --warmup_epochs=1 ;;
+    k4ps_s0) search k4ps_s0 4 0 --shared_epochs=0 --warmup_epochs=1 --budget=per_set ;;
+    k4ps_s1) search k4ps_s1 4 1 --shared_epochs=0 --warmup_epochs=1 --budget=per_set ;;
+    k1x4_s0) search k1x4_s0 1 0 --warmup_epochs=1 --epochs=$((4 * EPOCHS)) ;;
+    k1x4_s1) search k1x4_s1 1 1 --warmup_epochs=1 --epochs=$((4 * EPOCHS)) ;;
     oracle_k1_s0) oracle 1 0 ;;
     oracle_k4_s0) oracle 4 0 ;;
     oracle_k4_s1) oracle 4 1 ;;
