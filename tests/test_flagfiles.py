@@ -78,6 +78,12 @@ def test_the_paper_flagfiles_keep_the_papers_schedule_and_estimator():
                "cifar100_resnet50_m4.flags", "food101_resnet50_m8.flags"):
     cfg = _read(name, search.SearchConfig)
     assert (cfg.warmup_epochs, cfg.estimate) == (0, "assigned"), name
+  # The ResNet20 search gives each of its 4 SuperNets the 100 epochs (the paper timed it at
+  # ~4x SPOS); the logged Food101 run's 600 epochs already are 8 x 75, the run's whole budget.
+  r20 = _read("cifar10_resnet20_m4.flags", search.SearchConfig)
+  assert (r20.budget, r20.epochs, r20.run_epochs()) == ("per_set", 100, 400)
+  food = _read("food101_resnet50_m8.flags", search.SearchConfig)
+  assert (food.budget, food.run_epochs()) == ("total", 600)
   # The CPU example's committed results were measured without warm-up; it keeps them valid.
   assert _read("cifar10_folder_cpu.flags", search.SearchConfig).warmup_epochs == 0
 
