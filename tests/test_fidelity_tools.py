@@ -119,3 +119,41 @@ def test_a_study_joins_work_directories_and_the_runs_earlier_sittings_kept(tmp_p
   assert found["k4lr_s0"]["results_path"] == str(runs / "k4lr_s0" / "results.json")
   assert found["k1lr_s1"]["indices"] == [1, 2]
   assert analyse.find_runs(str(tmp_path / "absent"), str(out)).keys() == {"k1lr_s0", "k4lr_s0"}
+
+
+def test_budget_evidence_tabulates_the_reference_by_m_and_the_studies_sets(tmp_path):
+  import budget_evidence  # noqa: E402  pylint: disable=g-import-not-at-top
+  csv = tmp_path / "ref.csv"
+  # Three configurations; M4 ranks them as the truth does, M1 reversed.
+  lines = ["architecture,baseline_avg,M1_avg,M2_avg,M4_avg,M8_avg,"]
+  for i, (truth, m1) in enumerate([(90.0, 80.0), (91.0, 79.0), (92.0, 78.0)], 1):
+    lines.append(f"{i},{truth},{m1},{m1},{truth - 10},{truth - 8},")
+  csv.write_text("\n".join(lines) + "\n")
+  rows = budget_evidence.reference_rows(str(csv))
+  assert [(r["M"], r["mean"], r["min"], r["max"]) for r in rows] == [
+      (1, 79.0, 78.0, 80.0), (2, 79.0, 78.0, 80.0), (4, 81.0, 80.0, 82.0),
+      (8, 83.0, 82.0, 84.0)]
+  assert [r["kendall_tau"] for r in rows] == pytest.approx([-1.0, -1.0, 1.0, 1.0])
+  study = tmp_path / "s"
+  study.mkdir()
+  runs = [{"run": "k1_s0", "K": 1, "seed": 0, "estimator": "assigned", "set_means": [0.7]},
+          {"run": "k4_s0", "K": 4, "seed": 0, "estimator": "mean",
+           "set_means": [0.5, 0.6, 0.5, 0.6]},  # Not the assigned row: left out.
+          {"run": "k4_s0", "K": 4, "seed": 0, "estimator": "assigned",
+           "set_means": [0.5, 0.6, 0.5, 0.6]}]
+  (study / "study.json").write_text(json.dumps({"runs": runs}))
+  out = tmp_path / "evidence.md"
+  done = subprocess.run([sys.executable, str(ROOT / "experiments" / "fidelity" /
+                                             "budget_evidence.py"), str(study),
+                         f"--reference={csv}", f"--out={out}"],
+                        capture_output=True, text=True, check=True)
+  table = done.stdout.splitlines()
+  assert "| 4 | 3 | 81.00 | 80.00 | 82.00 | 1.000 |" in table
+  assert table[-2:] == ["| s | k1_s0 | 1 | 0 | 70.0 | 70.0 / 70.0 |",
+                        "| s | k4_s0 | 4 | 0 | 55.0 | 50.0 / 60.0 |"]
+  assert out.read_text() == done.stdout
+  missing = subprocess.run([sys.executable, str(ROOT / "experiments" / "fidelity" /
+                                                "budget_evidence.py"), str(tmp_path / "no"),
+                            f"--reference={csv}"], capture_output=True, text=True)
+  assert missing.returncode == 2 and missing.stderr.splitlines() == [
+      f"error: {tmp_path / 'no' / 'study.json'} does not exist"]
