@@ -69,7 +69,7 @@ flags.DEFINE_enum("estimate", _D.estimate, list(search.ESTIMATES), "How a config
                   "set (assigned, the paper's), the max or the mean over the sets, or the "
                   "assigned set's accuracy with the set's overall advantage removed "
                   "(centered, weighted); see mixnas_tf/methods/estimators.py. mean, centered "
-                  "and weighted need --final_eval=all_pairs. auto: mean when every pair is "
+                  "and weighted need --final_eval=all_pairs. auto: centered when every pair is "
                   "evaluated and K > 1 (the best measured, README), else assigned.")
 cli.define_run_flags(_D)
 flags.DEFINE_integer("max_live_programs", _D.max_live_programs, "Compiled step programs (one "

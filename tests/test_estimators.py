@@ -66,8 +66,8 @@ def test_bad_input():
     estimators.estimate("assigned", not_evaluated, PROBS)
 
 
-def test_auto_resolves_to_mean_only_with_every_pair_and_several_sets():
-  assert estimators.resolve("auto", all_pairs=True, num_models=4) == "mean"
+def test_auto_resolves_to_centered_only_with_every_pair_and_several_sets():
+  assert estimators.resolve("auto", all_pairs=True, num_models=4) == "centered"
   assert estimators.resolve("auto", all_pairs=False, num_models=4) == "assigned"
   assert estimators.resolve("auto", all_pairs=True, num_models=1) == "assigned"
   for name in estimators.ESTIMATORS:  # A named estimator is kept as it is.

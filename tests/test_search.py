@@ -37,8 +37,8 @@ def test_search_writes_flags_results_ranking_and_plots(tiny_folder, tmp_path):
   cfg = _cfg(tiny_folder, jit_compile=True, deterministic=False)
   results = search.run_search(cfg, workdir)
   # The default estimator resolves before the run starts: K = 2, every pair evaluated.
-  assert cfg.estimate == "auto" and results["estimate"] == "mean"
-  resolved = dataclasses.replace(cfg, estimate="mean")
+  assert cfg.estimate == "auto" and results["estimate"] == "centered"
+  resolved = dataclasses.replace(cfg, estimate="centered")
   assert _read(workdir, "flags.json") == json.loads(json.dumps(dataclasses.asdict(resolved)))
   space = _read(workdir, "search_space.json")
   assert space["searched"] == [24, 29, 1]
@@ -49,9 +49,11 @@ def test_search_writes_flags_results_ranking_and_plots(tiny_folder, tmp_path):
   assert results["searched"] == [24, 29, 1]  # The row order of "assignment" / "scores".
   for c in results["configs"]:
     assert len(c["accuracy_per_model"]) == 2 and c["model"] == np.argmax(c["assignment"])
-    # mean: every weight set's accuracy counts alike.
-    assert c["estimated_accuracy"] == pytest.approx(np.mean(c["accuracy_per_model"]),
-                                                    abs=1e-12)
+  # centered: the assigned set's accuracy less that set's advantage over the grand mean.
+  accuracy = np.array([c["accuracy_per_model"] for c in results["configs"]])
+  for c, row in zip(results["configs"], accuracy):
+    advantage = accuracy[:, c["model"]].mean() - accuracy.mean()
+    assert c["estimated_accuracy"] == pytest.approx(row[c["model"]] - advantage, abs=1e-12)
   np.testing.assert_allclose(np.sum(results["assignment"], axis=1), 1.0, atol=1e-9)
   # The sets' specialisation, from the same final evaluation (searched row order).
   by_index = {c["index"]: c for c in results["configs"]}
