@@ -224,15 +224,15 @@ def compare_with_one_set(rows, estimates, truth) -> list[dict]:
 
 
 def plot_estimates(runs, truth, path):
-  """Estimated (assigned, max and mean) against true accuracy, one panel per run (4 a
-  row)."""
+  """Estimated (assigned: the paper's; mean; centered: the default for K > 1) against true
+  accuracy, one panel per run (4 a row)."""
   names = list(runs)
   cols = min(len(names), 4)
   rows = -(-len(names) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 4.0 * rows), squeeze=False)
   for ax in axes.flat[len(names):]:
     ax.set_visible(False)
-  colors = {"assigned": "tab:blue", "max": "tab:green", "mean": "tab:orange"}
+  colors = {"assigned": "tab:blue", "mean": "tab:orange", "centered": "tab:green"}
   for ax, name in zip(axes.flat, names):
     run = runs[name]
     true = [truth[i] for i in run["indices"]]
