@@ -64,8 +64,9 @@ def define_optim_flags(defaults) -> None:
                      "gradients (PyTorch SGD semantics).", lower_bound=0.0)
   flags.DEFINE_integer("warmup_epochs", defaults.warmup_epochs, "Epochs of linear "
                        "learning-rate warm-up from 0 (in a search, over the global step; at most "
-                       "--epochs there, where the paper uses 0 and a work directory from "
-                       "before the flag resumes only with 0).",
+                       "--epochs there and counted like it, so with --budget=per_set each "
+                       "weight set gets this many epochs of its own steps; the paper uses 0 "
+                       "and a work directory from before the flag resumes only with 0).",
                        lower_bound=0)
 
 

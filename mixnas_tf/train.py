@@ -50,7 +50,8 @@ flags.DEFINE_enum("budget", _D.budget, list(search.BUDGETS), "What --epochs coun
                   "of the steps; the same compute as K=1). per_set: each weight set's epochs, "
                   "so the run trains K x --epochs epochs and takes K times as long; the "
                   "paper's protocol for its M > 1 results (README, 'How far to trust a "
-                  "ranking'). --shared_epochs and --warmup_epochs count the run's epochs.")
+                  "ranking'). --warmup_epochs counts like --epochs; --shared_epochs counts the "
+                  "run's epochs (one shared SuperNet trains them all).")
 flags.DEFINE_float("val_fraction", _D.val_fraction, "Fraction of the training split held out "
                    "as search-validation (0.5 as in the paper).")
 flags.DEFINE_integer("train_size", _D.train_size, "Subsample search-train to this many "

@@ -177,20 +177,26 @@ def test_run_epochs_of_each_budget():
 
 
 def test_a_per_set_budget_trains_k_times_the_epochs(tiny_folder, tmp_path):
-  """K=2, --epochs=1, --budget=per_set: two epochs of steps, the temperature reaching its
-  maximum in the second and the cosine reaching its floor at the end of the second."""
-  cfg = _cfg(tiny_folder, epochs=1, budget="per_set", warmup_epochs=0, max_temperature=7.0)
+  """K=2, --epochs=1 --warmup_epochs=1, --budget=per_set: two epochs of steps, the
+  temperature reaching its maximum in the second, the warm-up spanning both (each set's
+  one epoch of steps) and the cosine reaching its floor at the end of the second."""
+  cfg = _cfg(tiny_folder, epochs=1, budget="per_set", warmup_epochs=1, max_temperature=7.0)
   results = search.run_search(cfg, str(tmp_path / "run"))
   history = _read(str(tmp_path / "run"), "state.json")["history"]
   steps = _read(str(tmp_path / "run"), "search_space.json")["split"]["steps_per_epoch"]
   assert _read(str(tmp_path / "run"), "flags.json")["budget"] == "per_set"
   assert [h["search/temperature"] for h in history] == [1.0, 7.0]
   assert sum(results["model_steps"]) == 2 * steps
-  # The same run as --epochs=2 with the run's budget: the same decisions and losses.
-  total = search.run_search(dataclasses.replace(cfg, epochs=2, budget="total"),
-                            str(tmp_path / "total"))
+  assert cfg.optim(steps).warmup_steps == 2 * steps
+  # The same run as --epochs=2 --warmup_epochs=2 with the run's budget: the same decisions,
+  # learning rates and losses.
+  total_cfg = dataclasses.replace(cfg, epochs=2, warmup_epochs=2, budget="total")
+  total = search.run_search(total_cfg, str(tmp_path / "total"))
   assert total["model_steps"] == results["model_steps"]
   assert total["ranking"] == results["ranking"]
+  total_history = _read(str(tmp_path / "total"), "state.json")["history"]
+  assert ([h["train/learning_rate"] for h in total_history]
+          == [h["train/learning_rate"] for h in history])
 
 
 def test_shared_warmup_then_split_resumes_exactly(tiny_folder, tmp_path):
@@ -238,7 +244,8 @@ def test_op_determinism_is_scoped_to_the_run(tiny_folder, tmp_path):
     (dict(shared_epochs=4, budget="per_set"), "--shared_epochs must be in 0..3, below"),
     (dict(budget="each"), "--budget must be one of total, per_set .received each."),
     (dict(estimate="mean", final_eval="assigned"), "needs every .configuration, weight set"),
-    (dict(warmup_epochs=3), "--warmup_epochs must be in 0..2, the run's epochs"),
+    (dict(warmup_epochs=3), "--warmup_epochs must be in 0..2, --epochs"),
+    (dict(warmup_epochs=3, num_models=2, budget="per_set"), "--warmup_epochs must be in 0..2"),
     (dict(batch_size=512), "larger than"),
     (dict(val_fraction=1.0), "--val_fraction"),
     (dict(augment_in_step=True, strategy="mirrored"), "--augment_in_step needs"),

@@ -82,15 +82,19 @@ class SearchConfig:
   log_every: int = 50
   progress: bool = True
 
-  def run_epochs(self) -> int:
-    """Epochs over search-train the run trains: --epochs, times K with --budget=per_set."""
-    return self.epochs * self.num_models if self.budget == "per_set" else self.epochs
+  def run_epochs(self, epochs: int | None = None) -> int:
+    """Epochs over search-train that `epochs` (default --epochs) mean in this run: times K
+    with --budget=per_set, where they count each weight set's epochs."""
+    epochs = self.epochs if epochs is None else epochs
+    return epochs * self.num_models if self.budget == "per_set" else epochs
 
   def optim(self, steps_per_epoch: int) -> trainer_lib.OptimConfig:
     return trainer_lib.OptimConfig(learning_rate=self.learning_rate,
                             min_learning_rate=self.min_learning_rate, schedule="cosine",
                             momentum=self.momentum, weight_decay=self.weight_decay,
-                            warmup_steps=self.warmup_epochs * steps_per_epoch)
+                            # Counted like --epochs: with per_set each set gets the warm-up
+                            # a K=1 run has, spread over K times the steps.
+                            warmup_steps=self.run_epochs(self.warmup_epochs) * steps_per_epoch)
 
 
 ESTIMATES = (estimators.AUTO, *estimators.ESTIMATORS)
@@ -139,8 +143,8 @@ def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config
        "--train_size and --val_size must be >= 0 (0 = the whole split)"),
       (cfg.learning_rate > 0 and cfg.min_learning_rate >= 0,
        "--learning_rate must be > 0 and --min_learning_rate >= 0"),
-      (0 <= cfg.warmup_epochs <= cfg.run_epochs(),
-       f"--warmup_epochs must be in 0..{cfg.run_epochs()}, the run's epochs (received "
+      (0 <= cfg.warmup_epochs <= cfg.epochs,
+       f"--warmup_epochs must be in 0..{cfg.epochs}, --epochs (received "
        f"{cfg.warmup_epochs}); a warm-up as long as the run is a linear ramp alone"),
 
       (cfg.estimate in ESTIMATES,
