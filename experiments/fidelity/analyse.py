@@ -144,12 +144,14 @@ def main(argv):
                   "regret": float(np.mean([r["regret"] for r in group])),
                   "seed_agreement": agreement.get(f"{method}:{estimator}")})
   comparisons = compare_with_one_set(rows, estimates, truth)
+  pooled = pool_seeds(estimates, truth)
   special = {name: mixture.specialisation(run["accuracy"], run["probs"])
              for name, run in runs.items()
              if run["accuracy"].shape[1] > 1 and not np.isnan(run["accuracy"]).any()}
   workdir_lib.atomic_write_json(os.path.join(_OUT.value, "study.json"),
                                 {"truth": _TRUTH.value, "runs": rows, "summary": table,
                                  "seed_agreement": agreement, "comparisons": comparisons,
+                                 "pooled_over_seeds": pooled,
                                  "specialisation": special})
   lines = ["# Fidelity study: per run", "",
            "| run | estimator | Kendall tau | Spearman | regret | chosen (true rank) | "
@@ -167,6 +169,18 @@ def main(argv):
     lines.append(f"| {METHODS.get(t['method'], t['method'])} | {t['estimator']} | "
                  f"{t['seeds']} | {t['kendall_tau']:.3f} | {t['spearman']:.3f} | "
                  f"{t['regret']:.2f} | {agree} |")
+  if pooled:
+    lines += ["", "# Estimates averaged over seeds", "",
+              "Each configuration's estimate averaged over a method's seeds (so the seeds' "
+              "compute together), ranked like one run's, beside the mean of the seeds' own "
+              "taus. If a ranking's errors were seed noise, the average would rank better; "
+              "errors the seeds share remain.", "",
+              "| method | estimator | seeds | tau of the average | mean of the seeds' taus | "
+              "regret of the average |", "|---|---|---|---|---|---|"]
+    for p in pooled:
+      lines.append(f"| {METHODS.get(p['method'], p['method'])} | {p['estimator']} | "
+                   f"{p['seeds']} | {p['kendall_tau']:.3f} | {p['mean_seed_tau']:.3f} | "
+                   f"{p['regret']:.2f} |")
   if special:
     lines += ["", "# Did the weight sets specialise?", "",
               "A configuration's accuracy under its own (assigned) set minus its mean under "
@@ -195,6 +209,26 @@ def main(argv):
   plot_estimates(runs, truth, os.path.join(_OUT.value, "estimated_vs_true.png"))
   plot_set_means(runs, os.path.join(_OUT.value, "set_means.png"))
   print("\n".join(lines))
+
+
+def pool_seeds(estimates, truth) -> list[dict]:
+  """Per (method, estimator) with 2 or more seeds: the ranking of the configurations'
+  estimates averaged over the seeds (over the configurations every seed estimated)."""
+  groups = {}
+  for (method, estimator, seed), estimate in estimates.items():
+    groups.setdefault((method, estimator), {})[seed] = estimate
+  out = []
+  for (method, estimator), by_seed in sorted(groups.items()):
+    if len(by_seed) < 2:
+      continue
+    common = sorted(set.intersection(*(set(e) for e in by_seed.values())))
+    average = {i: float(np.mean([e[i] for e in by_seed.values()])) for i in common}
+    result = rank.compare(truth, average, SPACE)
+    out.append({"method": method, "estimator": estimator, "seeds": len(by_seed),
+                "kendall_tau": result["kendall_tau"], "regret": result["regret"],
+                "mean_seed_tau": float(np.mean([rank.compare(truth, e, SPACE)["kendall_tau"]
+                                                for e in by_seed.values()]))})
+  return out
 
 
 def compare_with_one_set(rows, estimates, truth) -> list[dict]:
