@@ -95,6 +95,29 @@ def test_k4_is_compared_with_each_k1_of_its_own_implementation_by_seed():
   assert out[("oracle_k4", "oracle_k1")]["value"] == -2.0
 
 
+def test_seeds_averaged_cancel_noise_they_do_not_share_and_keep_what_they_share():
+  import analyse  # noqa: E402  pylint: disable=g-import-not-at-top,import-outside-toplevel
+  truth = {i: float(i) for i in range(1, 11)}
+  # Opposite errors on two configurations in the two seeds: seed 0 swaps 4 and 5, seed 1
+  # puts 4 below 3 and 5 above 6; the average is the truth. A shared error (configurations
+  # 1 and 10 swapped in both seeds) stays.
+  noisy_0 = {**truth, 4: 5.5, 5: 3.5}
+  noisy_1 = {**truth, 4: 2.5, 5: 6.5}
+  shared = {**truth, 1: 10.5, 10: 0.5}
+  estimates = {("k1", "assigned", 0): noisy_0, ("k1", "assigned", 1): noisy_1,
+               ("k1lr", "assigned", 0): shared, ("k1lr", "assigned", 1): dict(shared),
+               ("k4lr", "mean", 0): truth}  # One seed: nothing to average.
+  out = {(p["method"], p["estimator"]): p for p in analyse.pool_seeds(estimates, truth)}
+  assert sorted(out) == [("k1", "assigned"), ("k1lr", "assigned")]
+  # Kendall tau of 10 items with d discordant pairs of 45: 1 - 2 d / 45; d = 1 and 2.
+  assert out[("k1", "assigned")]["mean_seed_tau"] == pytest.approx(1 - 3 / 45)
+  assert out[("k1", "assigned")]["kendall_tau"] == pytest.approx(1.0)
+  assert out[("k1", "assigned")]["seeds"] == 2
+  # Configurations 1 and 10 swapped: 17 discordant pairs of 45, in each seed and averaged.
+  assert out[("k1lr", "assigned")]["kendall_tau"] == pytest.approx(1 - 2 * 17 / 45)
+  assert out[("k1lr", "assigned")]["mean_seed_tau"] == pytest.approx(1 - 2 * 17 / 45)
+
+
 def _results(path, accuracy):
   """A results.json of `accuracy` [C, K] for configurations 1..C."""
   path.parent.mkdir(parents=True, exist_ok=True)
