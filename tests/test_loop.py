@@ -1,5 +1,6 @@
 """The compiled steps: slice-only updates, exact SGD math, sampling, traces vs K."""
 
+import json
 import math
 import os
 
@@ -13,6 +14,7 @@ from mixnas_tf.methods import mixture
 from mixnas_tf.nn import network
 from mixnas_tf.training import checkpoint
 from mixnas_tf.training import optim
+from mixnas_tf.training import pace
 from mixnas_tf.training import runtime
 from mixnas_tf.training import trainer as trainer_lib
 
@@ -293,3 +295,66 @@ def test_evaluate_all_equals_one_set_at_a_time():
     assert together[k]["loss"] == pytest.approx(alone["loss"], rel=1e-5)
     assert together[k]["count"] == alone["count"] == 26
 
+
+
+class _Clock:
+  def __init__(self):
+    self.now = 1000.0
+
+  def __call__(self):
+    return self.now
+
+
+def test_the_eta_counts_only_this_processes_pace():
+  clock = _Clock()
+  # Resumed at 100 of 400 units: the 100 an earlier sitting did (at whatever pace, however
+  # long ago) do not count.
+  p = pace.Pace(100, 400, clock=clock)
+  assert p.seconds_left(100) is None and p.eta(100) == "ETA unknown"
+  clock.now += 50.0  # 50 units in 50 s: 250 left take 250 s.
+  assert p.seconds_left(150) == 250.0
+  assert p.eta(150) == "ETA 4 min"
+  clock.now += 6000.0  # Slower now: 250 units in 6050 s, 50 left.
+  assert p.seconds_left(350) == pytest.approx(6050.0 / 250 * 50)
+  assert p.eta(350) == "ETA 20 min"
+  assert p.seconds_left(400) == 0.0 and p.eta(400) == "ETA 0 min"
+
+
+def test_durations_read_in_minutes_then_hours():
+  assert [pace.format_duration(s) for s in (None, 0.0, 20.0, 60.0, 150.0, 5969.0, 6000.0,
+                                            12600.0)] \
+      == ["unknown", "0 min", "<1 min", "1 min", "2 min", "99 min", "1.7 h", "3.5 h"]
+
+
+class _FakeTrainer:
+  """evaluate_pairs' view of a trainer: accuracy = the configuration's first digit / 10."""
+
+  class model:  # pylint: disable=invalid-name
+    num_models = 2
+
+  def __init__(self):
+    self.evaluated = []
+
+  def evaluate_all(self, config, batches):
+    del batches
+    self.evaluated.append(config)
+    return [{"accuracy": config[0] / 10}, {"accuracy": config[0] / 10 + 0.05}]
+
+
+def test_a_resumed_final_evaluation_counts_what_is_done_and_paces_only_its_own_rows(
+    tmp_path, capsys):
+  from mixnas_tf.methods import evaluate  # pylint: disable=import-outside-toplevel
+  configs = [(1, 0), (2, 0), (3, 0)]
+  partial = tmp_path / "eval_partial.json"
+  partial.write_text('{"1,0": [0.1, 0.15]}')  # An earlier sitting finished the first row.
+  trainer = _FakeTrainer()
+  accuracy = evaluate.evaluate_pairs(trainer, configs, lambda row: [0, 1], lambda: [],
+                                     partial_path=str(partial), progress=True)
+  assert trainer.evaluated == [(2, 0), (3, 0)]
+  np.testing.assert_allclose(accuracy, [[0.1, 0.15], [0.2, 0.25], [0.3, 0.35]])
+  lines = [l.strip() for l in capsys.readouterr().out.splitlines()]
+  assert [l.split(":")[0] for l in lines] == ["evaluated 2/3 2,0", "evaluated 3/3 3,0"]
+  # One row of this sitting's left after the first (microseconds here), none after the last.
+  assert lines[0].endswith("; ETA <1 min)") and lines[1].endswith("; ETA 0 min)")
+  assert json.loads(partial.read_text()) == {"1,0": [0.1, 0.15], "2,0": [0.2, 0.25],
+                                             "3,0": [0.3, 0.35]}

@@ -28,6 +28,7 @@ from mixnas_tf.analysis import plots
 from mixnas_tf.methods import estimators
 from mixnas_tf.methods import mixture
 from mixnas_tf.nn import network
+from mixnas_tf.training import pace as pace_lib
 
 PAIRS = ("all_pairs", "assigned")
 FINAL_EVAL_HELP = ("all_pairs or assigned (which weight sets), optionally with top:N and/or "
@@ -105,7 +106,7 @@ def evaluate_pairs(trainer, configs, pairs_for, batches_fn, partial_path=None,
     pairs_for: config row -> the weight-set indices to evaluate it with.
     batches_fn: () -> an iterable of (images, labels, mask) eval batches.
     partial_path: JSON file where finished rows are recorded (resume).
-    progress: print one line per configuration.
+    progress: print one line per configuration (else log it).
   """
   num_models = trainer.model.num_models
   accuracy = np.full((len(configs), num_models), np.nan)
@@ -113,7 +114,10 @@ def evaluate_pairs(trainer, configs, pairs_for, batches_fn, partial_path=None,
   if partial_path and os.path.exists(partial_path):
     done = workdir_lib.read_json(partial_path)
   rows = [row for row in range(len(configs)) if len(pairs_for(row))]
-  for n, row in enumerate(rows, start=1):
+  # Rows an earlier sitting finished count as done, not towards this sitting's pace.
+  finished = sum(",".join(map(str, configs[row])) in done for row in rows)
+  pace = pace_lib.Pace(finished, len(rows))
+  for row in rows:
     config = configs[row]
     key = ",".join(map(str, config))
     if key in done:
@@ -130,11 +134,15 @@ def evaluate_pairs(trainer, configs, pairs_for, batches_fn, partial_path=None,
     done[key] = [None if np.isnan(a) else float(a) for a in accuracy[row]]
     if partial_path:
       workdir_lib.atomic_write_json(partial_path, done)
-    if progress:
-      label = config.label if hasattr(config, "label") else key
-      print(f"  evaluated {n}/{len(rows)} {label}: "
+    finished += 1
+    label = config.label if hasattr(config, "label") else key
+    line = (f"evaluated {finished}/{len(rows)} {label}: "
             + " ".join(f"{a:.4f}" for a in accuracy[row] if not np.isnan(a))
-            + f" ({time.time() - t0:.1f}s)", flush=True)
+            + f" ({time.time() - t0:.1f}s; {pace.eta(finished)})")
+    if progress:
+      print("  " + line, flush=True)
+    else:
+      logging.info(line)
   return accuracy
 
 

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from mixnas_tf import errors
 from mixnas_tf.training import checkpoint as checkpoint_lib
+from mixnas_tf.training import pace as pace_lib
 from mixnas_tf.training.trainer import Trainer
 
 
@@ -123,6 +124,8 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
     with writer.as_default():
       hp.hparams(hparams)  # Once per run (not again on resume).
   start_time = time.time() - state["elapsed"]
+  total_steps = epochs * steps_per_epoch
+  pace = pace_lib.Pace(state["epoch"] * steps_per_epoch + state["step_in_epoch"], total_steps)
 
   def snapshot(epoch, step_in_epoch, sums):
     return {**state, "epoch": epoch, "step_in_epoch": step_in_epoch,
@@ -183,9 +186,8 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
       state["history"].append(record)
       state = snapshot(epoch + 1, 0, {})
       checkpointer.save(state)
-      done = (epoch + 1) * steps_per_epoch
-      eta = state["elapsed"] / max(done, 1) * (epochs * steps_per_epoch - done)
-      logging.info("epoch %d/%d (run ETA %.0f min): %s", epoch + 1, epochs, eta / 60,
+      logging.info("epoch %d/%d (%s): %s", epoch + 1, epochs,
+                   pace.eta((epoch + 1) * steps_per_epoch),
                    ", ".join(f"{k}={v:.4g}" for k, v in record.items()
                              if isinstance(v, float)))
   return "completed"
