@@ -42,6 +42,7 @@ from mixnas_tf import errors
 from mixnas_tf import spaces
 from mixnas_tf import workdir as workdir_lib
 from mixnas_tf.methods import standalone
+from mixnas_tf.training import pace as pace_lib
 
 TABLE_COLUMNS = ("architecture", "stages", "baseline_avg", "baseline_stdev", "seeds", "macs",
                  "params")
@@ -172,7 +173,7 @@ def run_exhaustive(cfg: standalone.StandaloneConfig, workdir: str, *, configs: s
   logging.info("%s: %d of this shard's %d configurations done, %d to train (x%d seeds).",
                directory, len(mine) - len(todo), len(mine), len(todo), seeds)
   loaded = None
-  start = time.time()
+  pace = pace_lib.Pace(0, len(todo))
   for done, config in enumerate(todo, start=1):
     number = spaces.to_index(space, config)
     stages = spaces.format_stages(spaces.to_stages(space, config))
@@ -196,12 +197,10 @@ def run_exhaustive(cfg: standalone.StandaloneConfig, workdir: str, *, configs: s
       runs.append(metrics)
     rows[number] = table_row(space, config, runs)
     write_table(table_path, rows.values())
-    elapsed = time.time() - start
-    left = elapsed / done * (len(todo) - done)
     std = rows[number]["baseline_stdev"]
     print(f"[{len(rows)}/{len(mine)}] {number} {stages}: {rows[number]['baseline_avg']} %"
-          f"{' +- ' + std if std else ''} ({(time.time() - t0) / 60:.1f} min; about "
-          f"{left / 3600:.1f} h left for this shard)", flush=True)
+          f"{' +- ' + std if std else ''} ({(time.time() - t0) / 60:.1f} min; "
+          f"{pace.eta(done)} for this shard)", flush=True)
   return [rows[spaces.to_index(space, c)] for c in mine if spaces.to_index(space, c) in rows]
 
 
