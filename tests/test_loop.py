@@ -296,7 +296,6 @@ def test_evaluate_all_equals_one_set_at_a_time():
     assert together[k]["count"] == alone["count"] == 26
 
 
-
 class _Clock:
   def __init__(self):
     self.now = 1000.0

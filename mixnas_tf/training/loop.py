@@ -124,8 +124,8 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
     with writer.as_default():
       hp.hparams(hparams)  # Once per run (not again on resume).
   start_time = time.time() - state["elapsed"]
-  total_steps = epochs * steps_per_epoch
-  pace = pace_lib.Pace(state["epoch"] * steps_per_epoch + state["step_in_epoch"], total_steps)
+  pace = pace_lib.Pace(state["epoch"] * steps_per_epoch + state["step_in_epoch"],
+                       epochs * steps_per_epoch)
 
   def snapshot(epoch, step_in_epoch, sums):
     return {**state, "epoch": epoch, "step_in_epoch": step_in_epoch,
