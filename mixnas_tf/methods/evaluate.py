@@ -114,12 +114,12 @@ def evaluate_pairs(trainer, configs, pairs_for, batches_fn, partial_path=None,
   if partial_path and os.path.exists(partial_path):
     done = workdir_lib.read_json(partial_path)
   rows = [row for row in range(len(configs)) if len(pairs_for(row))]
+  keys = {row: ",".join(map(str, configs[row])) for row in rows}
   # Rows an earlier sitting finished count as done, not towards this sitting's pace.
-  finished = sum(",".join(map(str, configs[row])) in done for row in rows)
+  finished = sum(keys[row] in done for row in rows)
   pace = pace_lib.Pace(finished, len(rows))
   for row in rows:
-    config = configs[row]
-    key = ",".join(map(str, config))
+    config, key = configs[row], keys[row]
     if key in done:
       accuracy[row] = [np.nan if a is None else a for a in done[key]]
       continue
