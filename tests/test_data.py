@@ -338,6 +338,14 @@ def test_train_batches_resume_and_epochs(make):
   assert not np.array_equal(np.concatenate([b[1] for b in epoch2]), seen)
   _usage_error(data.train_batches, split, epoch=1, start_step=steps + 1,
                **kwargs)
+  # A run's epochs from one dataset (one iterator) are the epochs one by one, resumed
+  # at the same step.
+  epoch3 = _batches(data.train_batches(split, epoch=3, **kwargs))
+  run = _batches(data.train_batches(split, epoch=1, start_step=2, epochs=4, **kwargs))
+  assert len(run) == 3 * steps - 2
+  _assert_same_batches(run, epoch1[2:] + epoch2 + epoch3)
+  assert (_usage_error(data.train_batches, split, epoch=2, epochs=2, **kwargs)
+          == "epochs (2) must be above the first epoch (2)")
 
 
 def test_augmentation_in_the_compiled_step_gives_the_pipelines_batches():

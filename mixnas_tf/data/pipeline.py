@@ -88,9 +88,10 @@ def num_eval_batches(data: ArraySplit, batch_size: int) -> int:
 
 
 def train_batches(data: ArraySplit, *, batch_size: int, image_size: int,
-                  seed: int, epoch: int, start_step: int = 0,
+                  seed: int, epoch: int, start_step: int = 0, epochs: int | None = None,
                   augment: bool = True, in_step: bool = False) -> tf.data.Dataset:
-  """One training epoch of shuffled, augmented batches.
+  """Training epochs of shuffled, augmented batches: `epoch` (from `start_step`) to
+  `epochs - 1`, or `epoch` alone.
 
   The order is a permutation of `data` derived from (seed, epoch); the last
   N mod batch_size examples of the permutation are dropped. Augmentation
@@ -104,8 +105,11 @@ def train_batches(data: ArraySplit, *, batch_size: int, image_size: int,
     image_size: S; must equal the stored size of uint8 splits.
     seed: the run's seed.
     epoch: epoch number (0-based), selects the permutation.
-    start_step: first batch to yield; earlier ones are skipped without being
-      built.
+    start_step: first batch of `epoch` to yield; earlier ones are skipped without
+      being built.
+    epochs: go on through epoch `epochs - 1` (default `epoch + 1`: one epoch). A run
+      reads all its epochs from one iterator: each tf.data iterator dropped at an epoch's
+      end cost the search up to a minute of idle time (BUILD_NOTES).
     augment: whether to augment; without it JPEGs are centre-cropped like in
       evaluation.
     in_step: leave the crop + flip of stored uint8 images to the compiled step: the
@@ -113,22 +117,30 @@ def train_batches(data: ArraySplit, *, batch_size: int, image_size: int,
       the augmentation off the host's cores. JPEGs (decoded on the host) ignore it.
 
   Returns:
-    A finite dataset of `steps_per_epoch - start_step` elements
+    A finite dataset of `(epochs - epoch) * steps_per_epoch - start_step` elements
     (images uint8 `[B, S, S, 3]`, labels int32 `[B]`).
   """
   steps = steps_per_epoch(data, batch_size)
   seed = check_seed(seed)
   check_count("epoch", epoch)
   check_count("start step", start_step)
+  epochs = epoch + 1 if epochs is None else epochs
+  if epochs <= epoch:
+    raise errors.UsageError(f"epochs ({epochs}) must be above the first epoch ({epoch})")
   if start_step > steps:
     raise errors.UsageError(
         f"start step {start_step} is beyond the epoch's {steps} steps")
-  index = _epoch_index_batches(
-      len(data), batch_size, steps, _seed(seed, _TRAIN_ORDER),
-      _seed(seed, _TRAIN_AUGMENT), tf.constant(epoch, tf.int64), start_step)
+  order_key, augment_key = _seed(seed, _TRAIN_ORDER), _seed(seed, _TRAIN_AUGMENT)
+  index = _epoch_index_batches(len(data), batch_size, steps, order_key, augment_key,
+                               tf.constant(epoch, tf.int64), start_step)
+  if epochs > epoch + 1:
+    index = index.concatenate(tf.data.Dataset.range(epoch + 1, epochs).flat_map(
+        lambda e: _epoch_index_batches(len(data), batch_size, steps, order_key,
+                                       augment_key, e, 0)))
   ds = _make_batches(index, data, batch_size, image_size, augment,
                      defer=augment and in_step)
-  return ds.apply(tf.data.experimental.assert_cardinality(steps - start_step))
+  return ds.apply(tf.data.experimental.assert_cardinality(
+      (epochs - epoch) * steps - start_step))
 
 
 def stream_batches(data: ArraySplit, *, batch_size: int, image_size: int,

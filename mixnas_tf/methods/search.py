@@ -348,10 +348,11 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
     sequences[epoch] = config_sequence(cfg.seed, epoch, len(configs), steps)
     return {"search/temperature": float(temperature)}
 
-  def batches(epoch, start):
+  def batches(epoch, start, epochs):
     train_batches = data_lib.train_batches(train, batch_size=cfg.batch_size,
                                            image_size=image_size, seed=cfg.seed, epoch=epoch,
-                                           start_step=start, in_step=cfg.augment_in_step)
+                                           start_step=start, epochs=epochs,
+                                           in_step=cfg.augment_in_step)
     val_batches = data_lib.stream_batches(val, batch_size=cfg.batch_size,
                                           image_size=image_size, seed=cfg.seed + 1,
                                           start_step=epoch * steps + start)

@@ -267,10 +267,11 @@ def _train_standalone(cfg: StandaloneConfig, workdir: str, strategy, after_step,
   def step_config():
     return model.static_config(config, dataset.image_size, static_shapes=cfg.jit_compile)
 
-  def batches(epoch, start):
+  def batches(epoch, start, epochs):
     return data_lib.train_batches(train, batch_size=cfg.batch_size,
                                   image_size=dataset.image_size, seed=cfg.seed, epoch=epoch,
-                                  start_step=start, in_step=cfg.augment_in_step)
+                                  start_step=start, epochs=epochs,
+                                  in_step=cfg.augment_in_step)
 
   def step(epoch, step_in_epoch, batch):
     images, labels = batch

@@ -59,7 +59,9 @@ class GracefulStop(contextlib.AbstractContextManager):
 class LoopHooks:
   """What a command plugs into `run_epochs`.
 
-  batches(epoch, start_step): the epoch's training batches from `start_step` on.
+  batches(epoch, start_step, epochs): the run's training batches from `start_step` of
+    `epoch` to the end of epoch `epochs - 1`. The loop reads them all from one iterator
+    (one per run, not per epoch: BUILD_NOTES, "stalls at 0 % CPU").
   step(epoch, step, batch): runs one compiled step, returns scalar tensors (not fetched).
   epoch_begin(epoch, start_step): host work before an epoch (e.g. balancing) or before
     resuming it at `start_step` > 0; returns scalars to log.
@@ -67,7 +69,7 @@ class LoopHooks:
   state(): extra JSON-able host state to checkpoint; restore(state): its inverse.
   after_step(global_step): test hook, called after each step.
   """
-  batches: Callable[[int, int], Iterable]
+  batches: Callable[[int, int, int], Iterable]
   step: Callable[[int, int, Any], dict]
   epoch_begin: Callable[[int, int], dict] = lambda epoch, start_step: {}
   epoch_end: Callable[[int, dict], dict] = lambda epoch, metrics: {}
@@ -133,6 +135,7 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
             "elapsed": time.time() - start_time}
 
   with GracefulStop() as stop:
+    batches = iter(hooks.batches(state["epoch"], state["step_in_epoch"], epochs))
     for epoch in range(state["epoch"], epochs):
       start = state["step_in_epoch"] if epoch == state["epoch"] else 0
       begin = hooks.epoch_begin(epoch, start)
@@ -142,7 +145,13 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
         print(f"Epoch {epoch + 1}/{epochs}", flush=True)
       last = start - 1
       checked = start  # Steps before this one were seen finite.
-      for step, batch in zip(range(start, steps_per_epoch), hooks.batches(epoch, start)):
+      waited = 0.0  # Seconds the loop waited for its input this epoch.
+      for step in range(start, steps_per_epoch):
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        waited += time.perf_counter() - t0
+        if batch is None:
+          break
         metrics = hooks.step(epoch, step, batch)
         for name, value in metrics.items():
           if value.dtype.is_floating:
@@ -178,6 +187,7 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
       _check_finite(means, epoch, checked, steps_per_epoch - 1)
       record = {"epoch": epoch, **means, **begin}
       record.update(hooks.epoch_end(epoch, means))
+      record["time/input_wait_s"] = waited
       record["time/elapsed_s"] = time.time() - start_time
       _scalars(writer, (epoch + 1) * steps_per_epoch,
                {k.replace("train/", "epoch/", 1): v for k, v in record.items()
