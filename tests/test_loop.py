@@ -357,3 +357,22 @@ def test_a_resumed_final_evaluation_counts_what_is_done_and_paces_only_its_own_r
   assert lines[0].endswith("; ETA <1 min)") and lines[1].endswith("; ETA 0 min)")
   assert json.loads(partial.read_text()) == {"1,0": [0.1, 0.15], "2,0": [0.2, 0.25],
                                              "3,0": [0.3, 0.35]}
+
+
+def test_evaluation_passes_come_from_one_iterator_and_are_all_the_same():
+  from mixnas_tf import data  # pylint: disable=import-outside-toplevel
+  from mixnas_tf.methods import evaluate  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  split = data.ArraySplit(rng.integers(0, 256, (10, 8, 8, 3), dtype=np.uint8),
+                          rng.integers(0, 3, 10).astype(np.int32), encoded=False)
+  batches = data.eval_batches(split, batch_size=4, image_size=8)  # 3 batches, 2 padded.
+  one_pass = [[t.numpy() for t in batch] for batch in batches]
+  next_pass = evaluate.passes(batches)
+  for _ in range(3):
+    again = [[t.numpy() for t in batch] for batch in next_pass()]
+    assert len(again) == 3
+    for got, want in zip(again, one_pass):
+      for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+  with pytest.raises(ValueError, match="known, finite length"):
+    evaluate.passes(batches.repeat())

@@ -10,15 +10,18 @@ A configuration's estimated accuracy comes from one of `estimators.ESTIMATORS`
 appended to `eval_partial.json`, so an interrupted evaluation resumes where it stopped.
 """
 
+from collections.abc import Callable, Iterable
 import csv
 import dataclasses
 import io
+import itertools
 import os
 import re
 import time
 
 from absl import logging
 import numpy as np
+import tensorflow as tf
 
 from mixnas_tf import data as data_lib
 from mixnas_tf import errors
@@ -96,6 +99,20 @@ def select_rows(final: FinalEval, scores: np.ndarray, probs: np.ndarray,
   return sorted(top + [int(r) for r in drawn])
 
 
+def passes(batches: tf.data.Dataset) -> Callable[[], Iterable]:
+  """() -> one more pass over the finite `batches`, every pass read from one iterator.
+
+  A tf.data iterator per pass, dropped at the pass's end, cost up to a minute of idle
+  time each in long runs (BUILD_NOTES, "stalls at 0 % CPU"); the evaluation order is
+  fixed, so every pass yields the same batches. Each pass must be read to its end.
+  """
+  count = int(batches.cardinality())
+  if count < 0:
+    raise ValueError("passes() needs a dataset of known, finite length")
+  stream = iter(batches.repeat())
+  return lambda: itertools.islice(stream, count)
+
+
 def evaluate_pairs(trainer, configs, pairs_for, batches_fn, partial_path=None,
                    progress: bool = True) -> np.ndarray:
   """Accuracy [C, K] of the pairs `pairs_for(c)` lists (NaN elsewhere), resumable.
@@ -104,7 +121,8 @@ def evaluate_pairs(trainer, configs, pairs_for, batches_fn, partial_path=None,
     trainer: a loop.Trainer.
     configs: the configurations (codes), row order of the result.
     pairs_for: config row -> the weight-set indices to evaluate it with.
-    batches_fn: () -> an iterable of (images, labels, mask) eval batches.
+    batches_fn: () -> an iterable of (images, labels, mask) eval batches, one pass
+      (`passes(dataset)`: every pass from one iterator).
     partial_path: JSON file where finished rows are recorded (resume).
     progress: print one line per configuration (else log it).
   """
@@ -209,8 +227,8 @@ def finish_search(*, cfg, space, configs, dataset, val, trainer, workdir, histor
   t0 = time.time()
   accuracy = evaluate_pairs(
       trainer, configs, pairs_for,
-      lambda: data_lib.eval_batches(val, batch_size=cfg.eval_batch_size,
-                                    image_size=dataset.image_size),
+      passes(data_lib.eval_batches(val, batch_size=cfg.eval_batch_size,
+                                   image_size=dataset.image_size)),
       partial_path=os.path.join(workdir, "eval_partial.json"), progress=cfg.progress)
   records = rank_results(space, configs, accuracy, probs, scores, cfg.estimate,
                          dataset.image_size, cfg.downsample, dataset.num_classes)
