@@ -102,9 +102,10 @@ def select_rows(final: FinalEval, scores: np.ndarray, probs: np.ndarray,
 def passes(batches: tf.data.Dataset) -> Callable[[], Iterable]:
   """() -> one more pass over the finite `batches`, every pass read from one iterator.
 
-  A tf.data iterator per pass, dropped at the pass's end, cost up to a minute of idle
-  time each in long runs (BUILD_NOTES, "stalls at 0 % CPU"); the evaluation order is
-  fixed, so every pass yields the same batches. Each pass must be read to its end.
+  Dropping a tf.data iterator at each epoch's end cost the training loop up to a minute
+  of idle time per epoch (BUILD_NOTES, "stalls at 0 % CPU"); the evaluation's passes
+  avoid the same drops. The evaluation order is fixed, so every pass yields the same
+  batches. Each pass must be read to its end.
   """
   count = int(batches.cardinality())
   if count < 0:
