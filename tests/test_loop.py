@@ -359,7 +359,7 @@ def test_a_resumed_final_evaluation_counts_what_is_done_and_paces_only_its_own_r
                                              "3,0": [0.3, 0.35]}
 
 
-def test_evaluation_passes_come_from_one_iterator_and_are_all_the_same():
+def test_every_evaluation_pass_yields_the_datasets_batches():
   from mixnas_tf import data  # pylint: disable=import-outside-toplevel
   from mixnas_tf.methods import evaluate  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
