@@ -43,6 +43,7 @@ cli.quiet_startup()
 from mixnas_tf import errors  # pylint: disable=wrong-import-position
 from mixnas_tf import spaces  # pylint: disable=wrong-import-position
 from mixnas_tf.analysis import rank as lib  # pylint: disable=wrong-import-position
+from mixnas_tf.analysis import sources  # pylint: disable=wrong-import-position
 
 
 def define_flags() -> None:
@@ -64,8 +65,8 @@ def main(argv):
   if not FLAGS.truth or not FLAGS.estimate:
     raise errors.UsageError("--truth and --estimate are required (FILE or FILE:COLUMN)")
   space = spaces.get_space(FLAGS.space)
-  truth = lib.read(FLAGS.truth, space)
-  results = [lib.compare_sources(truth, lib.read(spec, space), space) for spec in FLAGS.estimate]
+  truth = sources.read(FLAGS.truth, space)
+  results = [lib.compare_sources(truth, sources.read(spec, space), space) for spec in FLAGS.estimate]
   if FLAGS.json:
     print(json.dumps({"truth": truth.source, "truth_configs": len(truth.values),
                       "comparisons": results}, indent=2))

@@ -11,7 +11,7 @@ from conftest import make_image_folder
 import pytest
 
 from mixnas_tf import errors
-from mixnas_tf.analysis import rank
+from mixnas_tf.analysis import sources
 from mixnas_tf.baselines import exhaustive
 from mixnas_tf.methods import standalone
 
@@ -67,7 +67,7 @@ def test_resumes_at_the_unfinished_configuration(finished):
   assert all(r["seeds"] == "1" and r["baseline_stdev"] == "" for r in table)
   assert 0.0 <= float(table[0]["baseline_avg"]) <= 100.0
   # The table is what rank reads (percent, keyed by reference number).
-  assert sorted(rank.read(os.path.join(workdir, "table.csv")).values) == [1, 24, 36]
+  assert sorted(sources.read(os.path.join(workdir, "table.csv")).values) == [1, 24, 36]
 
 
 def test_resume_refuses_other_settings(cfg, finished):

@@ -11,6 +11,7 @@ from scipy import stats
 
 from mixnas_tf import errors
 from mixnas_tf.analysis import rank
+from mixnas_tf.analysis import sources
 
 # The shared folder sits beside the repository: /work/main -> /work/shared.
 REFERENCE = (Path(__file__).resolve().parents[1].parent / "shared" / "reference" /
@@ -31,8 +32,8 @@ def fixture_reference():
     ("M1_avg", 0.143, 0.233), ("M2_avg", 0.312, None), ("M4_avg", 0.597, 0.757),
     ("M8_avg", 0.530, None)])
 def test_reference_rank_correlations(reference, column, kendall, spearman):
-  truth = rank.read(f"{reference}:baseline_avg")
-  result = rank.compare_sources(truth, rank.read(f"{reference}:{column}"))
+  truth = sources.read(f"{reference}:baseline_avg")
+  result = rank.compare_sources(truth, sources.read(f"{reference}:{column}"))
   assert result["num_compared"] == 36
   assert round(result["kendall_tau"], 3) == kendall
   if spearman is not None:
@@ -45,7 +46,7 @@ def test_reference_rank_correlations(reference, column, kendall, spearman):
 
 
 def test_reference_default_column_is_baseline(reference):
-  source = rank.read(reference)
+  source = sources.read(reference)
   assert source.column == "baseline_avg" and len(source.values) == 36
   assert source.values[1] == pytest.approx(87.44666667)
 
@@ -146,25 +147,25 @@ def test_readers_convert_our_fractions_to_percent(tmp_path):
   search_dir = tmp_path / "search"
   search_dir.mkdir()
   _write(search_dir / "results.json", json.dumps(results))
-  assert rank.read(str(search_dir)).values == {24: 50.0, 1: 25.0}
-  assert rank.read(f"{search_dir}/results.json:macs").values == {24: 10.0, 1: 5.0}
+  assert sources.read(str(search_dir)).values == {24: 50.0, 1: 25.0}
+  assert sources.read(f"{search_dir}/results.json:macs").values == {24: 10.0, 1: 5.0}
   ranking = _write(tmp_path / "ranking.csv",
                    "rank,index,stages,code,model,estimated_accuracy,macs\n"
                    "1,24,\"[4,3,3]\",\"0,0,0,0,1,0,0,1,0,0\",0,0.500000,10\n")
-  assert rank.read(ranking).values == {24: 50.0}
+  assert sources.read(ranking).values == {24: 50.0}
   table = _write(tmp_path / "table.csv",
                  "architecture,stages,baseline_avg,baseline_stdev,seeds,macs,params\n"
                  "24,\"[4,3,3]\",61.5,0.0,1,10,20\n5,\"[1,5,4]\",60.0,0.0,1,10,20\n")
-  assert rank.read(table).values == {24: 61.5, 5: 60.0}
+  assert sources.read(table).values == {24: 61.5, 5: 60.0}
   by_stages = _write(tmp_path / "stages.csv", "stages,acc\n\"[4,3,3]\",1\n\"[7,1,2]\",2\n")
-  assert rank.read(f"{by_stages}:acc").values == {24: 1.0, 34: 2.0}
+  assert sources.read(f"{by_stages}:acc").values == {24: 1.0, 34: 2.0}
   tune = {"trials": [
       {"config": 5, "accuracy": 0.4, "epochs": 1, "status": "COMPLETED"},
       {"config": 5, "accuracy": 0.3, "epochs": 3, "status": "COMPLETED"},  # Longer wins.
       {"config": 7, "accuracy": 0.6, "epochs": 1, "status": "COMPLETED"},
       {"config": 8, "accuracy": None, "epochs": 1, "status": "RUNNING"}]}
   tune_file = _write(tmp_path / "tune_results.json", json.dumps(tune))
-  assert rank.read(tune_file).values == pytest.approx({5: 30.0, 7: 60.0})
+  assert sources.read(tune_file).values == pytest.approx({5: 30.0, 7: 60.0})
 
 
 def test_search_results_are_re_estimated_by_estimator_name(tmp_path):
@@ -174,26 +175,26 @@ def test_search_results_are_re_estimated_by_estimator_name(tmp_path):
               "accuracy_per_model": [0.4, 0.6], "assignment": [0.2, 0.8]}]
   path = _write(tmp_path / "results.json", json.dumps({"configs": records,
                                                        "ranking": [1, 24]}))
-  assert rank.read(f"{path}:assigned").values == pytest.approx({24: 50.0, 1: 60.0})
-  assert rank.read(f"{path}:mean").values == pytest.approx({24: 60.0, 1: 50.0})
-  assert rank.read(f"{path}:max").values == pytest.approx({24: 70.0, 1: 60.0})
+  assert sources.read(f"{path}:assigned").values == pytest.approx({24: 50.0, 1: 60.0})
+  assert sources.read(f"{path}:mean").values == pytest.approx({24: 60.0, 1: 50.0})
+  assert sources.read(f"{path}:max").values == pytest.approx({24: 70.0, 1: 60.0})
   records[0]["accuracy_per_model"][1] = None  # Evaluated under its assigned set only.
   _write(tmp_path / "results.json", json.dumps({"configs": records, "ranking": [1, 24]}))
   with pytest.raises(errors.UsageError, match="final_eval=all_pairs"):
-    rank.read(f"{path}:mean")
+    sources.read(f"{path}:mean")
 
 
 def test_reader_errors_are_one_line(tmp_path):
   table = _write(tmp_path / "t.csv", "architecture,a\n1,2\n")
   with pytest.raises(errors.UsageError, match="name the column"):
-    rank.read(table)
+    sources.read(table)
   with pytest.raises(errors.UsageError, match="no column 'b'; columns: architecture, a"):
-    rank.read(f"{table}:b")
+    sources.read(f"{table}:b")
   with pytest.raises(errors.UsageError, match="does not exist"):
-    rank.read(str(tmp_path / "missing.csv:a"))
+    sources.read(str(tmp_path / "missing.csv:a"))
   bad = _write(tmp_path / "bad.csv", "architecture,a\n99,1\n")
   with pytest.raises(errors.UsageError, match="outside the resnet20 space's 1..36"):
-    rank.read(f"{bad}:a")
+    sources.read(f"{bad}:a")
 
 
 def test_command_line_json_and_error(tmp_path):
@@ -219,10 +220,10 @@ def test_results_of_earlier_versions_still_read():
   """results.json and table.csv written by mixnas_tf 0.1 (committed under
   experiments/results) read with every estimator and rank against the truth."""
   old = str(RESULTS / "study_cifar10" / "search_k4_results.json")
-  truth = rank.read(str(RESULTS / "study_cifar10" / "truth_table.csv"))
+  truth = sources.read(str(RESULTS / "study_cifar10" / "truth_table.csv"))
   assert len(truth.values) == 12
   for estimator in ("estimated_accuracy", "assigned", "max", "mean", "centered"):
-    values = rank.read(f"{old}:{estimator}").values
+    values = sources.read(f"{old}:{estimator}").values
     assert len(values) == 12 and all(0 < v < 100 for v in values.values())
     assert rank.compare(truth.values, values)["num_compared"] == 12
-  assert rank.read(f"{old}:assigned").values == pytest.approx(rank.read(old).values)
+  assert sources.read(f"{old}:assigned").values == pytest.approx(sources.read(old).values)

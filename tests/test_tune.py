@@ -11,7 +11,7 @@ import keras_tuner
 import pytest
 
 from mixnas_tf import errors
-from mixnas_tf.analysis import rank
+from mixnas_tf.analysis import sources
 from mixnas_tf.baselines import tune
 from mixnas_tf.methods import standalone
 
@@ -96,8 +96,8 @@ def test_random_search_of_two_trials_runs_through_our_loop(tmp_path, capsys):
   assert on_disk["trials"] == trials
   # rank reads both the results file and KerasTuner's own project directory.
   expected = {t["config"]: 100 * t["accuracy"] for t in trials}
-  assert rank.read(workdir).values == pytest.approx(expected)
-  assert rank.read(str(project)).values == pytest.approx(expected)
+  assert sources.read(workdir).values == pytest.approx(expected)
+  assert sources.read(str(project)).values == pytest.approx(expected)
   # Finished: running again trains nothing.
   again = tune.run_tune(base, workdir, after_step=lambda step: pytest.fail("trained"),
                         summary=False, **kwargs)

@@ -30,6 +30,7 @@ from scipy import stats  # pylint: disable=wrong-import-position
 from mixnas_tf import spaces  # pylint: disable=wrong-import-position
 from mixnas_tf import workdir as workdir_lib  # pylint: disable=wrong-import-position
 from mixnas_tf.analysis import rank  # pylint: disable=wrong-import-position
+from mixnas_tf.analysis import sources  # pylint: disable=wrong-import-position
 from mixnas_tf.methods import estimators  # pylint: disable=wrong-import-position
 from mixnas_tf.methods import mixture  # pylint: disable=wrong-import-position
 
@@ -90,7 +91,7 @@ def find_runs(runs_dir: str, out_dir: str) -> dict[str, dict]:
 
 def main(argv):
   del argv
-  truth = rank.read(_TRUTH.value).values
+  truth = sources.read(_TRUTH.value).values
   runs = find_runs(_RUNS.value, _OUT.value)
   if not runs:
     raise SystemExit(f"error: no finished run in {_RUNS.value} or {_OUT.value}")

@@ -27,6 +27,7 @@ from mixnas_tf import spaces
 from mixnas_tf import workdir as workdir_lib
 from mixnas_tf.analysis import plots
 from mixnas_tf.analysis import rank
+from mixnas_tf.analysis import sources
 from mixnas_tf.analysis import report_figures
 
 
@@ -142,16 +143,16 @@ def build_report(search_dirs: list[str], out: str, ground_truth: str | None = No
   searches = [load_search(p, n) for p, n in zip(search_dirs, _unique_names(search_dirs))]
   tuners = []  # (name, accuracies, tune_results.json or None for a bare KerasTuner project)
   for p, n in zip(tuner_dirs, _unique_names(list(tuner_dirs))):
-    source = rank.read(p, space)
-    if source.kind != "tuner":
+    tuner = sources.read(p, space)
+    if tuner.kind != "tuner":
       raise errors.UsageError(f"--tuner={p} is not a KerasTuner run (mixnas_tf.tune)")
-    data = workdir_lib.read_json(source.path) if source.path.endswith(".json") else None
-    tuners.append((n, source, data))
-  truth = rank.read(ground_truth, space) if ground_truth else None
+    data = workdir_lib.read_json(tuner.path) if tuner.path.endswith(".json") else None
+    tuners.append((n, tuner, data))
+  truth = sources.read(ground_truth, space) if ground_truth else None
   truth_macs = None
   if truth is not None and truth.kind == "csv":
     try:
-      truth_macs = rank.read(f"{truth.path}:macs", space).values
+      truth_macs = sources.read(f"{truth.path}:macs", space).values
     except errors.UsageError:
       truth_macs = None  # The reference CSV has no MACs: the searches' records give them.
   os.makedirs(out, exist_ok=True)
@@ -228,15 +229,15 @@ def build_report(search_dirs: list[str], out: str, ground_truth: str | None = No
     lines += _image_row([s.name for s in searches], images)
 
   macs = _macs_by_index(searches, truth_macs)
-  sources = ([("ground truth", truth.values)] if truth is not None else []) + estimates
+  panels = ([("ground truth", truth.values)] if truth is not None else []) + estimates
   lines += ["## Accuracy against multiply-accumulates", "",
             "Each panel's Pareto front (red): the configurations that no cheaper-or-equal "
             "configuration beats. MACs per image, forward pass.", "",
             "![accuracy vs MACs](" + report_figures.plot_accuracy_vs_macs(
-                space, sources, macs, os.path.join(out, "accuracy_vs_macs.png")) + ")", "",
+                space, panels, macs, os.path.join(out, "accuracy_vs_macs.png")) + ")", "",
             "| source | Pareto front, cheapest first: configuration (MMACs, accuracy %) |",
             "|---|---|"]
-  for name, values in sources:
+  for name, values in panels:
     points = {i: (macs[i] / 1e6, v) for i, v in values.items() if i in macs}
     lines.append(f"| {name} | " + ", ".join(
         f"{i} {report_figures.label(space, i)} ({points[i][0]:.1f}, {points[i][1]:.2f})"
