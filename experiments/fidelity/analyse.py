@@ -146,7 +146,8 @@ def main(argv):
                   "seed_agreement": agreement.get(f"{method}:{estimator}")})
   comparisons = compare_with_one_set(rows, estimates, truth)
   pooled = pool_seeds(estimates, truth)
-  special = {name: mixture.specialisation(run["accuracy"], run["probs"])
+  special = {name: {**mixture.specialisation(run["accuracy"], run["probs"]),
+                    "true_mean_per_set": true_mean_per_set(run, truth)}
              for name, run in runs.items()
              if run["accuracy"].shape[1] > 1 and not np.isnan(run["accuracy"]).any()}
   workdir_lib.atomic_write_json(os.path.join(_OUT.value, "study.json"),
@@ -187,14 +188,19 @@ def main(argv):
               "A configuration's accuracy under its own (assigned) set minus its mean under "
               "the others, in points, mean over configurations with its standard error; the "
               "same with each set's mean advantage removed; the share of configurations "
-              "whose own set is their best (1/K by chance); mean max p(m | c).", "",
+              "whose own set is their best (1/K by chance); mean max p(m | c); and the "
+              "true accuracy of each set's configurations (mean, %): where these differ, a "
+              "set's mean accuracy mixes the set's quality with its configurations' true "
+              "accuracy, and `centered` and `weighted` remove both.", "",
               "| run | own - others (SE) | set advantage removed | own set is best | "
-              "max p(m given c) | configurations per set |", "|---|---|---|---|---|---|"]
+              "max p(m given c) | configurations per set | their true accuracy |",
+              "|---|---|---|---|---|---|---|"]
     for name, sp in special.items():
       lines.append(f"| {name} | {100 * sp['own_minus_others']:+.2f} "
                    f"({100 * sp['own_minus_others_se']:.2f}) | "
                    f"{100 * sp['set_advantage_removed']:+.2f} | {sp['own_is_best']:.2f} | "
-                   f"{sp['hardness']:.2f} | {', '.join(map(str, sp['configs_per_set']))} |")
+                   f"{sp['hardness']:.2f} | {', '.join(map(str, sp['configs_per_set']))} | "
+                   f"{', '.join(f'{v:.2f}' for v in sp['true_mean_per_set'])} |")
   if comparisons:
     lines += ["", "# K > 1 against K = 1, paired by seed", "",
               "Differences of the means over the seeds both methods have (K > 1 minus K = 1):"
@@ -210,6 +216,15 @@ def main(argv):
   plot_estimates(runs, truth, os.path.join(_OUT.value, "estimated_vs_true.png"))
   plot_set_means(runs, os.path.join(_OUT.value, "set_means.png"))
   print("\n".join(lines))
+
+
+def true_mean_per_set(run, truth) -> list[float]:
+  """The mean true accuracy of the configurations assigned to each weight set (NaN for a
+  set with none)."""
+  assigned = np.argmax(run["probs"], axis=1)
+  true = np.array([truth[i] for i in run["indices"]])
+  return [float(np.mean(true[assigned == m])) if np.any(assigned == m) else float("nan")
+          for m in range(run["probs"].shape[1])]
 
 
 def pool_seeds(estimates, truth) -> list[dict]:
