@@ -1,4 +1,4 @@
-"""How well an estimated ranking of configurations matches the true one.
+r"""How well an estimated ranking of configurations matches the true one.
 
   python -m mixnas_tf.rank --truth=TABLE[:COLUMN] --estimate=FILE[:COLUMN] [--json]
   python -m mixnas_tf.rank \
@@ -7,29 +7,12 @@
 
 `--estimate` may be repeated: each is compared with the same truth.
 
-Sources (`read`), each giving an accuracy in percent per configuration, keyed by its
-reference number (1..36 for ResNet20):
-  - a search's `results.json`, or its work directory: per-configuration records, column
-    `estimated_accuracy` by default (any numeric field of the records may be named), or
-    an estimator's name (`assigned`, `max`, `mean`, `centered`, `weighted`:
-    mixnas_tf/estimators.py), which re-estimates every configuration from the search's
-    final evaluation, e.g. `--estimate=runs/search_k4:mean`;
-  - a CSV with one row per configuration, whose configuration column is `architecture`
-    (the reference CSV and our exhaustive `table.csv`), `index` (our `ranking.csv`),
-    `number`, or `stages` ([a,b,c]); column `baseline_avg` by default;
-  - KerasTuner results: a `tune_results.json` (mixnas_tf.tune), a tune work directory, or a
-    KerasTuner project directory (`oracle.json` + `trial_*/trial.json`).
-Our JSON files and `ranking.csv` hold fractions and are converted to percent; other CSVs
-(the reference CSV, our exhaustive table) are in percent already. A configuration tried by
-several KerasTuner trials (Hyperband's rounds) counts with its longest-trained trials
-(the best of them, like KerasTuner's own objective).
-
-Metrics (`compare`) over the configurations present in both sources (the count is
-reported): Kendall tau-b and Spearman rho (scipy), top-k overlap
-|top_k(truth) & top_k(estimate)| / k; and the regret: the true accuracy of the truly best
-configuration (of the whole truth, so that an estimate that never tried it pays for it)
-minus the true accuracy of the configuration the estimate ranks first among those
-compared. Ties are broken by reference number.
+FILE may be a search's work directory or results.json (`FILE:mean` etc. re-estimates
+it with another estimator), a CSV with one row per configuration (the reference CSV,
+an exhaustive table.csv, a search's ranking.csv), or KerasTuner results; what each holds
+and how it is read: mixnas_tf/analysis/sources.py. Kendall tau-b (with a 90% bootstrap
+interval), Spearman rho, top-k overlap and regret over the configurations in both
+sources: mixnas_tf/analysis/rank.py.
 """
 
 import json

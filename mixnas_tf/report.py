@@ -1,4 +1,4 @@
-"""A Markdown report with PNG plots of one or several searches, against the truth.
+r"""A Markdown report with PNG plots of one or several searches, against the truth.
 
   python -m mixnas_tf.report --search=DIR[,DIR2,...] [--ground_truth=TABLE[:COLUMN]] \
       [--tuner=DIR[,DIR2,...]] --out=OUT

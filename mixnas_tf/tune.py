@@ -1,4 +1,4 @@
-"""KerasTuner over the same configurations, trained by our loop: the comparison baseline.
+r"""KerasTuner over the same configurations, trained by our loop: the comparison baseline.
 
   python -m mixnas_tf.tune --tuner=random|grid|hyperband|bayesian --workdir=DIR \
       --budget_epochs=E --epochs_per_trial=e [stand-alone training flags]
