@@ -491,3 +491,11 @@ def test_real_cifar10_folder():
   images, labels = next(iter(data.train_batches(
       train, batch_size=128, image_size=32, seed=0, epoch=0)))
   assert images.shape == (128, 32, 32, 3) and labels.shape == (128,)
+
+
+def test_the_search_streams_count_is_infinite_so_a_zip_has_the_training_count():
+  split = _raw_split(n=10)
+  stream = data.stream_batches(split, batch_size=4, image_size=8, seed=0)
+  train = data.train_batches(split, batch_size=4, image_size=8, seed=0, epoch=0, epochs=3)
+  assert int(stream.cardinality()) == tf.data.INFINITE_CARDINALITY
+  assert int(tf.data.Dataset.zip((train, stream)).cardinality()) == 6

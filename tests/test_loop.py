@@ -359,20 +359,50 @@ def test_a_resumed_final_evaluation_counts_what_is_done_and_paces_only_its_own_r
                                              "3,0": [0.3, 0.35]}
 
 
-def test_every_evaluation_pass_yields_the_datasets_batches():
+def test_every_evaluation_pass_yields_the_datasets_batches_from_one_iterator():
   from mixnas_tf import data  # pylint: disable=import-outside-toplevel
   from mixnas_tf.methods import evaluate  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   split = data.ArraySplit(rng.integers(0, 256, (10, 8, 8, 3), dtype=np.uint8),
                           rng.integers(0, 3, 10).astype(np.int32), encoded=False)
-  batches = data.eval_batches(split, batch_size=4, image_size=8)  # 3 batches, 2 padded.
-  one_pass = [[t.numpy() for t in batch] for batch in batches]
-  next_pass = evaluate.passes(batches)
+  one = data.eval_batches(split, batch_size=4, image_size=8)  # 3 batches, 2 padded.
+  one_pass = [[t.numpy() for t in batch] for batch in one]
+  stream = data.eval_batches(split, batch_size=4, image_size=8, passes=None)
+  next_pass = evaluate.passes(stream, data.num_eval_batches(split, 4))
   for _ in range(3):
     again = [[t.numpy() for t in batch] for batch in next_pass()]
     assert len(again) == 3
     for got, want in zip(again, one_pass):
       for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
-  with pytest.raises(ValueError, match="known, finite length"):
-    evaluate.passes(batches.repeat())
+  # The passes repeat below the parallel map and prefetch, so one iterator of the stream
+  # keeps those stages (and their threads) for every pass.
+  kinds, node = [], stream
+  while node._inputs():  # pylint: disable=protected-access
+    kinds.append(type(node).__name__)
+    node = node._inputs()[0]  # pylint: disable=protected-access
+  assert kinds.index("_RepeatDataset") > kinds.index("_ParallelMapDataset"), kinds
+  assert int(data.eval_batches(split, batch_size=4, image_size=8, passes=2).cardinality()) == 6
+  with pytest.raises(ValueError, match="endless stream"):
+    evaluate.passes(one, 3)
+  with pytest.raises(errors.UsageError, match="passes must be a positive integer or None"):
+    data.eval_batches(split, batch_size=4, image_size=8, passes=0)
+
+
+@pytest.mark.parametrize("batches, message", [
+    # A tf.data input of known count is checked before the first step.
+    (lambda: tf.data.Dataset.range(7), "holds 7 batches; the run's remaining steps are 6"),
+    # Any other input that ends early is caught where it ends.
+    (lambda: iter(range(4)), "ended after 1 of 3 steps of epoch 1"),
+])
+def test_the_loop_refuses_an_input_whose_count_is_not_the_runs_steps(tmp_path, batches,
+                                                                      message):
+  from mixnas_tf.training import loop  # pylint: disable=g-import-not-at-top
+  steps = []
+  hooks = loop.LoopHooks(batches=lambda epoch, start, epochs: batches(),
+                         step=lambda epoch, step, batch: steps.append(int(batch)) or {})
+  with pytest.raises(RuntimeError, match=message):
+    loop.run_epochs(workdir=str(tmp_path), trainer=_trainer(1, jit_compile=False),
+                    hooks=hooks, epochs=2, steps_per_epoch=3, progress=False)
+  assert steps == ([] if "holds" in message else [0, 1, 2, 3])
+

@@ -3,8 +3,9 @@
 For every finished run under --runs (our searches `k1_s0`, `k4_s0`, `k4w_s0`, ... and the
 PyTorch oracle's `oracle_k*_s*`), or kept in --out by the analysis of an earlier sitting
 (a study may take several sittings on machines that do not keep their work directories),
-and every estimator of mixnas_tf/estimators.py, computes
-Kendall tau, Spearman rho and regret against the truth with `mixnas_tf.rank.compare` (the
+and every estimator of mixnas_tf/methods/estimators.py, computes
+Kendall tau, Spearman rho and regret against the truth with
+`mixnas_tf.analysis.rank.compare` (the
 project's one definition of these metrics), the agreement between seeds, and each weight
 set's mean accuracy; writes OUT/study.md, OUT/study.json, OUT/<run>_results.json (the
 runs' small result files) and OUT/*.png.
@@ -189,9 +190,10 @@ def main(argv):
               "the others, in points, mean over configurations with its standard error; the "
               "same with each set's mean advantage removed; the share of configurations "
               "whose own set is their best (1/K by chance); mean max p(m | c); and the "
-              "true accuracy of each set's configurations (mean, %): where these differ, a "
-              "set's mean accuracy mixes the set's quality with its configurations' true "
-              "accuracy, and `centered` and `weighted` remove both.", "",
+              "true accuracy of the configurations assigned to each set (mean, %). `centered` "
+              "and `weighted` subtract each set's mean accuracy over all configurations "
+              "(the set means of the first table); where the sets' configurations differ "
+              "in true accuracy, compare the two.", "",
               "| run | own - others (SE) | set advantage removed | own set is best | "
               "max p(m given c) | configurations per set | their true accuracy |",
               "|---|---|---|---|---|---|---|"]
@@ -200,7 +202,7 @@ def main(argv):
                    f"({100 * sp['own_minus_others_se']:.2f}) | "
                    f"{100 * sp['set_advantage_removed']:+.2f} | {sp['own_is_best']:.2f} | "
                    f"{sp['hardness']:.2f} | {', '.join(map(str, sp['configs_per_set']))} | "
-                   f"{', '.join(f'{v:.2f}' for v in sp['true_mean_per_set'])} |")
+                   f"{', '.join('-' if v is None else f'{v:.2f}' for v in sp['true_mean_per_set'])} |")
   if comparisons:
     lines += ["", "# K > 1 against K = 1, paired by seed", "",
               "Differences of the means over the seeds both methods have (K > 1 minus K = 1):"
@@ -218,12 +220,12 @@ def main(argv):
   print("\n".join(lines))
 
 
-def true_mean_per_set(run, truth) -> list[float]:
-  """The mean true accuracy of the configurations assigned to each weight set (NaN for a
+def true_mean_per_set(run, truth) -> list[float | None]:
+  """The mean true accuracy of the configurations assigned to each weight set (None for a
   set with none)."""
-  assigned = np.argmax(run["probs"], axis=1)
+  assigned = mixture.assigned_models(run["probs"])
   true = np.array([truth[i] for i in run["indices"]])
-  return [float(np.mean(true[assigned == m])) if np.any(assigned == m) else float("nan")
+  return [float(np.mean(true[assigned == m])) if np.any(assigned == m) else None
           for m in range(run["probs"].shape[1])]
 
 

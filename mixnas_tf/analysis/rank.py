@@ -1,13 +1,7 @@
-r"""How well an estimated ranking of configurations matches the true one.
+"""How well an estimated ranking of configurations matches the true one.
 
-  python -m mixnas_tf.rank --truth=TABLE[:COLUMN] --estimate=FILE[:COLUMN] [--json]
-  python -m mixnas_tf.rank \
-      --truth=../shared/reference/resnet20_cifar10_configs.csv:baseline_avg \
-      --estimate=../shared/reference/resnet20_cifar10_configs.csv:M4_avg
-
-`--estimate` may be repeated: each is compared with the same truth.
-
-Sources are read by `mixnas_tf.analysis.sources`.
+The command is `python -m mixnas_tf.rank` (mixnas_tf/rank.py); sources are read by
+`mixnas_tf.analysis.sources`.
 
 Metrics (`compare`) over the configurations present in both sources (the count is
 reported): Kendall tau-b (with a 90% bootstrap interval resampling the configurations,

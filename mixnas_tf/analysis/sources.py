@@ -34,7 +34,8 @@ from mixnas_tf.methods import estimators
 INDEX_COLUMNS = ("architecture", "index", "number")
 # Accuracy columns used when a CSV source names none, in order of preference.
 DEFAULT_CSV_COLUMNS = ("baseline_avg", "estimated_accuracy", "accuracy")
-# The header of a search's ranking.csv (evaluate.ranking_csv), whose accuracies are fractions.
+# The header of a search's ranking.csv (written by evaluate.ranking_csv; its accuracies are
+# fractions).
 RANKING_CSV_HEADER = ["rank", "index", "stages", "code", "model", "estimated_accuracy", "macs"]
 
 

@@ -21,6 +21,7 @@ from mixnas_tf.data import storage
 from mixnas_tf.data.splits import check_batch_size
 from mixnas_tf.data.splits import check_count
 from mixnas_tf.data.splits import check_seed
+from mixnas_tf.data.splits import is_int
 from mixnas_tf.data.storage import ArraySplit
 
 # Zero padding of the CIFAR-style random crop (ALGORITHM.md).
@@ -177,8 +178,10 @@ def stream_batches(data: ArraySplit, *, batch_size: int, image_size: int,
   tail = tf.data.Dataset.counter(first_epoch + 1, dtype=tf.int64).flat_map(
       lambda epoch: _epoch_index_batches(len(data), batch_size, steps,
                                          order_key, augment_key, epoch, 0))
+  # Endless by construction; said so, so that a zip with it has the other side's count.
   return _make_batches(head.concatenate(tail), data, batch_size, image_size,
-                       augment)
+                       augment).apply(
+                           tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
 
 
 def eval_order(n: int) -> np.ndarray:
@@ -194,8 +197,8 @@ def eval_order(n: int) -> np.ndarray:
   return np.random.default_rng(EVAL_ORDER_SEED).permutation(n).astype(np.int32)
 
 
-def eval_batches(data: ArraySplit, *, batch_size: int,
-                 image_size: int) -> tf.data.Dataset:
+def eval_batches(data: ArraySplit, *, batch_size: int, image_size: int,
+                 passes: int | None = 1) -> tf.data.Dataset:
   """Every example once, in the fixed shuffled `eval_order`, in full batches.
 
   The last batch is completed by wrapping around to the start of that order,
@@ -207,22 +210,30 @@ def eval_batches(data: ArraySplit, *, batch_size: int,
     data: the split (N >= 1).
     batch_size: B.
     image_size: S; must equal the stored size of uint8 splits.
+    passes: how many times to go through the split, the same batches each time;
+      None: endlessly. The passes are repeated before the batches are made, so
+      one iterator (and its parallel map and prefetch) serves them all.
 
   Returns:
-    A dataset of `num_eval_batches(data, B)` elements (images uint8
-    `[B, S, S, 3]`, labels int32 `[B]`, mask float32 `[B]`); sum of masks = N.
+    A dataset of `passes * num_eval_batches(data, B)` elements (images uint8
+    `[B, S, S, 3]`, labels int32 `[B]`, mask float32 `[B]`); sum of a pass's
+    masks = N.
   """
+  if passes is not None and (not is_int(passes) or passes < 1):
+    raise errors.UsageError(f"passes must be a positive integer or None; received: {passes!r}")
   num_batches = num_eval_batches(data, batch_size)
   positions = np.arange(num_batches * batch_size).reshape(num_batches,
                                                           batch_size)
   indices = eval_order(len(data))[positions % len(data)]
   masks = (positions < len(data)).astype(np.float32)
+  repeat = -1 if passes is None else passes
   index = tf.data.Dataset.from_tensor_slices(
-      (indices, np.zeros([num_batches, 2], np.int64)))
+      (indices, np.zeros([num_batches, 2], np.int64))).repeat(repeat)
   ds = _make_batches(index, data, batch_size, image_size, augment=False)
-  ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(masks)))
+  ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(masks).repeat(repeat)))
   ds = ds.map(lambda batch, mask: (batch[0], batch[1], mask))
-  return ds.apply(tf.data.experimental.assert_cardinality(num_batches))
+  return ds.apply(tf.data.experimental.assert_cardinality(
+      tf.data.INFINITE_CARDINALITY if passes is None else passes * num_batches))
 
 
 def _seed(seed: int, tag: int) -> tf.Tensor:

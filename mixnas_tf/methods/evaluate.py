@@ -28,6 +28,7 @@ from mixnas_tf import errors
 from mixnas_tf import spaces
 from mixnas_tf import workdir as workdir_lib
 from mixnas_tf.analysis import plots
+from mixnas_tf.analysis import sources
 from mixnas_tf.methods import estimators
 from mixnas_tf.methods import mixture
 from mixnas_tf.nn import network
@@ -99,19 +100,19 @@ def select_rows(final: FinalEval, scores: np.ndarray, probs: np.ndarray,
   return sorted(top + [int(r) for r in drawn])
 
 
-def passes(batches: tf.data.Dataset) -> Callable[[], Iterable]:
-  """() -> one more pass over the finite `batches`, every pass read from one iterator.
+def passes(stream: tf.data.Dataset, count: int) -> Callable[[], Iterable]:
+  """() -> the next pass: the next `count` batches of the endless `stream`
+  (`eval_batches(..., passes=None)`, whose passes are all alike).
 
-  Dropping a tf.data iterator at each epoch's end cost the training loop up to a minute
-  of idle time per epoch (BUILD_NOTES, "stalls at 0 % CPU"); the evaluation's passes
-  avoid the same drops. The evaluation order is fixed, so every pass yields the same
-  batches. Each pass must be read to its end.
+  Every pass is read from one iterator, so neither it nor the stream's parallel map and
+  prefetch are dropped and rebuilt per pass: dropping a tf.data iterator at each epoch's
+  end cost the training loop up to a minute of idle time per epoch (BUILD_NOTES, "stalls
+  at 0 % CPU"). Each pass must be read to its end.
   """
-  count = int(batches.cardinality())
-  if count < 0:
-    raise ValueError("passes() needs a dataset of known, finite length")
-  stream = iter(batches.repeat())
-  return lambda: itertools.islice(stream, count)
+  if int(stream.cardinality()) != tf.data.INFINITE_CARDINALITY:
+    raise ValueError("passes() needs an endless stream: eval_batches(..., passes=None)")
+  iterator = iter(stream)
+  return lambda: itertools.islice(iterator, count)
 
 
 def evaluate_pairs(trainer, configs, pairs_for, batches_fn, partial_path=None,
@@ -123,7 +124,7 @@ def evaluate_pairs(trainer, configs, pairs_for, batches_fn, partial_path=None,
     configs: the configurations (codes), row order of the result.
     pairs_for: config row -> the weight-set indices to evaluate it with.
     batches_fn: () -> an iterable of (images, labels, mask) eval batches, one pass
-      (`passes(dataset)`: every pass from one iterator).
+      (`passes(stream, count)`: every pass from one iterator).
     partial_path: JSON file where finished rows are recorded (resume).
     progress: print one line per configuration (else log it).
   """
@@ -198,7 +199,7 @@ def rank_results(space, configs, accuracy, probs, scores, estimate: str, image_s
 def ranking_csv(records: list[dict]) -> str:
   out = io.StringIO()
   writer = csv.writer(out)
-  writer.writerow(["rank", "index", "stages", "code", "model", "estimated_accuracy", "macs"])
+  writer.writerow(sources.RANKING_CSV_HEADER)
   for r in records:
     if r["estimated_accuracy"] is None:
       continue  # Not evaluated (--final_eval=top:N,...): results.json lists it.
@@ -229,7 +230,8 @@ def finish_search(*, cfg, space, configs, dataset, val, trainer, workdir, histor
   accuracy = evaluate_pairs(
       trainer, configs, pairs_for,
       passes(data_lib.eval_batches(val, batch_size=cfg.eval_batch_size,
-                                   image_size=dataset.image_size)),
+                                   image_size=dataset.image_size, passes=None),
+             data_lib.num_eval_batches(val, cfg.eval_batch_size)),
       partial_path=os.path.join(workdir, "eval_partial.json"), progress=cfg.progress)
   records = rank_results(space, configs, accuracy, probs, scores, cfg.estimate,
                          dataset.image_size, cfg.downsample, dataset.num_classes)

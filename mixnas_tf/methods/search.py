@@ -356,7 +356,8 @@ def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: 
     val_batches = data_lib.stream_batches(val, batch_size=cfg.batch_size,
                                           image_size=image_size, seed=cfg.seed + 1,
                                           start_step=epoch * steps + start)
-    return zip(train_batches, val_batches)
+    # The stream is endless, so the zip holds the training batches' count (the loop checks it).
+    return tf.data.Dataset.zip((train_batches, val_batches))
 
   def step(epoch, step_in_epoch, batch):
     (images, labels), (val_images, val_labels) = batch

@@ -61,7 +61,8 @@ class LoopHooks:
 
   batches(epoch, start_step, epochs): the run's training batches from `start_step` of
     `epoch` to the end of epoch `epochs - 1`. The loop reads them all from one iterator
-    (one per run, not per epoch: BUILD_NOTES, "stalls at 0 % CPU").
+    (one per run, not per epoch: BUILD_NOTES, "stalls at 0 % CPU"); a tf.data.Dataset of
+    known cardinality must hold exactly that many batches.
   step(epoch, step, batch): runs one compiled step, returns scalar tensors (not fetched).
   epoch_begin(epoch, start_step): host work before an epoch (e.g. balancing) or before
     resuming it at `start_step` > 0; returns scalars to log.
@@ -101,6 +102,17 @@ def hparams_of(config) -> dict[str, bool | int | float | str]:
           for k, v in dataclasses.asdict(config).items() if v is not None}
 
 
+def _check_count(source, expected: int) -> None:
+  """Refuses a tf.data input whose known number of batches is not the run's remaining
+  steps: one iterator serves every epoch, so a per-epoch count that differs from the
+  loop's would shift every later epoch's batches."""
+  if isinstance(source, tf.data.Dataset):
+    count = int(source.cardinality())
+    if count >= 0 and count != expected:
+      raise RuntimeError(f"the input pipeline holds {count} batches; the run's remaining "
+                         f"steps are {expected}")
+
+
 def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
                steps_per_epoch: int, log_every: int = 50, progress: bool = True,
                hparams: dict | None = None) -> str:
@@ -135,7 +147,9 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
             "elapsed": time.time() - start_time}
 
   with GracefulStop() as stop:
-    batches = iter(hooks.batches(state["epoch"], state["step_in_epoch"], epochs))
+    source = hooks.batches(state["epoch"], state["step_in_epoch"], epochs)
+    _check_count(source, (epochs - state["epoch"]) * steps_per_epoch - state["step_in_epoch"])
+    batches = iter(source)
     for epoch in range(state["epoch"], epochs):
       start = state["step_in_epoch"] if epoch == state["epoch"] else 0
       begin = hooks.epoch_begin(epoch, start)
