@@ -39,7 +39,8 @@ flags.DEFINE_integer("shared_epochs", _D.shared_epochs, "Epochs during which one
 flags.DEFINE_float("max_temperature", _D.max_temperature, "Final temperature of the "
                    "assignment softmax; it rises linearly from 1 over the mixture's epochs (after "
                    "--shared_epochs) (ALGORITHM.md: "
-                   "100 for ResNet20, 300 for Food101).", lower_bound=1.0)
+                   "100 for ResNet20, 300 for Food101; at most 500).", lower_bound=1.0,
+                   upper_bound=500.0)
 flags.DEFINE_float("ema_decay", _D.ema_decay, "Decay of the scores' moving average of "
                    "validation-batch accuracy, W <- d W + (1 - d) a (reference: 0.9 for "
                    "ResNet20/50, 0.95 for ResNet18).", lower_bound=0.0, upper_bound=0.999)

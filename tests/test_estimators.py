@@ -72,3 +72,19 @@ def test_auto_resolves_to_centered_only_with_every_pair_and_several_sets():
   assert estimators.resolve("auto", all_pairs=True, num_models=1) == "assigned"
   for name in estimators.ESTIMATORS:  # A named estimator is kept as it is.
     assert estimators.resolve(name, all_pairs=False, num_models=4) == name
+
+
+def test_an_estimate_of_zero_ranks_by_itself_not_by_its_score():
+  from mixnas_tf import spaces
+  from mixnas_tf.methods import evaluate
+  space = spaces.get_space("resnet20")
+  configs = spaces.parse_configs(space, "4,3,3;5,3,2;1,1,8")
+  # One weight set: estimates 0.0, 0.5 and none (left out of the final evaluation); the
+  # collapsed configuration's score (1.0) is the highest, and must not lift it.
+  accuracy = np.array([[0.0], [0.5], [np.nan]])
+  probs = np.ones((3, 1))
+  scores = np.array([[1.0], [0.5], [0.9]])
+  records = evaluate.rank_results(space, configs, accuracy, probs, scores, "assigned",
+                                  image_size=32, downsample="maxpool", num_classes=10)
+  assert [(r["stages"], r["estimated_accuracy"], r["rank"]) for r in records] == [
+      ([5, 3, 2], 0.5, 1), ([4, 3, 3], 0.0, 2), ([1, 1, 8], None, None)]

@@ -50,6 +50,37 @@ def test_balance_of_sharply_unbalanced_matrix():
   assert mx.kl_to_uniform(mx.model_shares(balanced)) <= 1e-4
 
 
+def test_many_divisions_keep_the_divisor_representable():
+  # Each division multiplies the running product of column means by about 1/M, so 600
+  # divisions at M = 4 (0.25**600 = 0.0 in float64) would leave a divisor of 0 and NaN
+  # probabilities. tol < 0 is never met, so every one of max_iters divisions runs.
+  scores = np.random.default_rng(5).uniform(0.5, 0.9, size=(36, 4))
+  p = mx.softmax(30.0 * scores)
+  with pytest.warns(RuntimeWarning, match="max_iters=600"):
+    balanced, divisor = mx.balance(p, tol=-1.0, max_iters=600)
+  assert divisor.min() > 0.0
+  assert divisor.max() == 1.0
+  np.testing.assert_allclose(mx.assignment_probs(scores, 30.0, divisor),
+                             balanced, rtol=0, atol=1e-12)
+  assert mx.kl_to_uniform(mx.model_shares(balanced)) <= 1e-12
+
+
+def test_the_divisor_of_an_eight_set_search_at_t_300_stays_positive():
+  # Random score matrices like a late Food101 search's (M = 8, T = 300; 10% of pairs never
+  # visited keep their initial 1.0): before the divisor was rescaled, about 1 in 1,000
+  # balanced to a divisor with exact zeros (this seed's draw 233).
+  rng = np.random.default_rng(0)
+  for _ in range(234):
+    scores = rng.uniform(0.6, 0.9, (36, 8)) + rng.normal(0, 0.03, 8)
+    scores[rng.random((36, 8)) < 0.1] = 1.0
+  divisor = mx.epoch_balance(scores, 300.0)
+  assert divisor.min() > 0.0
+  assert divisor.max() == 1.0
+  probs = mx.assignment_probs(scores, 300.0, divisor)
+  assert np.all(np.isfinite(probs))
+  assert mx.kl_to_uniform(mx.model_shares(probs)) <= 1e-4
+
+
 @pytest.mark.parametrize("p", [
     np.full((36, 4), 0.25),
     # Block structure: each model owns 9 configurations, equal column sums.

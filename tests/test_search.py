@@ -238,6 +238,8 @@ def test_op_determinism_is_scoped_to_the_run(tiny_folder, tmp_path):
     (dict(configs="99"), "out of range"),
     (dict(configs=";"), "configuration"),
     (dict(num_models=0), "--num_models must be >= 1"),
+    (dict(max_temperature=1000.0), "--max_temperature must be in .1, 500. .received 1000.0."),
+    (dict(max_temperature=0.5), "--max_temperature must be in .1, 500."),
     (dict(num_models=4), "more than the 3 configurations"),
     (dict(epochs=0), "--epochs must be a positive integer"),
     (dict(shared_epochs=2), "--shared_epochs must be in 0..1, below the run's 2 epochs"),

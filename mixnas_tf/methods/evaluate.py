@@ -189,8 +189,11 @@ def rank_results(space, configs, accuracy, probs, scores, estimate: str, image_s
         "score": float(scores[row, models[row]]),
         "macs": network.costs(config, image_size, downsample, num_classes)["macs"],
     })
+  # Estimated configurations first, by estimate (0.0 is an estimate, not a missing one);
+  # configurations without one after them, by score.
   records.sort(key=lambda r: (r["estimated_accuracy"] is None,
-                              -(r["estimated_accuracy"] or r["score"]), r["index"]))
+                              -(r["score"] if r["estimated_accuracy"] is None
+                                else r["estimated_accuracy"]), r["index"]))
   for rank, record in enumerate(records, start=1):
     record["rank"] = rank if record["estimated_accuracy"] is not None else None
   return records

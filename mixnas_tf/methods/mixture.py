@@ -65,8 +65,13 @@ def balance(p: np.ndarray,
 
   Returns:
     (balanced, divisor): the balanced matrix, shape [C, M], float64; and the
-    product of the column means it was divided by, shape [M] (ones if `p` was
-    already balanced). `assignment_probs(scores, T, divisor)` re-applies them.
+    product of the column means it was divided by, shape [M], scaled so that
+    its largest entry is 1 (ones if `p` was already balanced).
+    `assignment_probs(scores, T, divisor)` re-applies them. Only the ratios
+    between models matter (rows are renormalised); the scaling keeps them
+    representable: each division multiplies the product by about 1/M, which
+    would reach 0.0 in float64 after about 745 / ln M divisions (358 at M = 8,
+    which T = 300 can need), and p(m | c) would then be NaN.
 
   Raises:
     ValueError: If `p` is not a 2-D row-stochastic matrix or a column is all
@@ -90,6 +95,7 @@ def balance(p: np.ndarray,
     p /= q
     p /= p.sum(axis=1, keepdims=True)
     divisor *= q
+    divisor /= divisor.max()
     q = p.mean(axis=0)
   if kl_to_uniform(q) > tol:
     # Not an error: an almost balanced matrix is still usable for training.

@@ -46,9 +46,9 @@ class MixtureState(tf.Module):
   """The score matrix W [C, K] and the epoch's balancing, as variables of the step.
 
   `log_divisor` [K] holds the log of the product of the column marginals that the epoch's
-  balancing divided by (mixture.balance), computed in float64 on the host: the divisors
-  themselves reach 1e-200 at T = 100..300 and would underflow in float32, their logs do
-  not. `temperature` is the epoch's T. Both are set on the host once per epoch; sampling
+  balancing divided by (mixture.balance, largest entry 1), computed in float64 on the host:
+  the smallest divisors can reach 1e-200 at T = 100..300 and would underflow in float32,
+  their logs do not. `temperature` is the epoch's T. Both are set on the host once per epoch; sampling
   and the score update run inside the compiled step.
   """
 
