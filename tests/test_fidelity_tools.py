@@ -180,3 +180,27 @@ def test_budget_evidence_tabulates_the_reference_by_m_and_the_studies_sets(tmp_p
                             f"--reference={csv}"], capture_output=True, text=True)
   assert missing.returncode == 2 and missing.stderr.splitlines() == [
       f"error: {tmp_path / 'no' / 'study.json'} does not exist"]
+
+
+def test_the_oracles_assignment_follows_its_configurations_into_index_order(tmp_path):
+  import analyse  # noqa: E402  pylint: disable=g-import-not-at-top,import-outside-toplevel
+  # The oracle keeps p(m | c) as one matrix in the order it searched, here 5 before 1.
+  path = tmp_path / "oracle_k4_s0_results.json"
+  path.write_text(json.dumps({
+      "configs": [{"index": 5, "accuracy_per_model": [0.5, 0.6]},
+                  {"index": 1, "accuracy_per_model": [0.1, 0.2]}],
+      "assignment": [[0.9, 0.1], [0.3, 0.7]], "train_seconds": 1.0}))
+  run = analyse.load_results(str(path))
+  assert run["indices"] == [1, 5]
+  assert run["accuracy"].tolist() == [[0.1, 0.2], [0.5, 0.6]]
+  assert run["probs"].tolist() == [[0.3, 0.7], [0.9, 0.1]]
+
+
+def test_seed_agreement_is_the_mean_over_every_pair_of_seeds():
+  import analyse  # noqa: E402  pylint: disable=g-import-not-at-top,import-outside-toplevel
+  order = {0: [1, 2, 3, 4], 1: [1, 2, 3, 4], 2: [4, 3, 2, 1]}  # Seed 2 reverses the others.
+  estimates = {("k1", "assigned", seed): {i + 1: float(v) for i, v in enumerate(values)}
+               for seed, values in order.items()}
+  estimates[("k4", "max", 0)] = {1: 1.0, 2: 2.0}  # One seed: no agreement to report.
+  # Pairs (0, 1), (0, 2), (1, 2): tau 1, -1, -1.
+  assert analyse.seed_agreement(estimates) == {"k1:assigned": round(-1 / 3, 3)}

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from mixnas_tf import errors
+from mixnas_tf import spaces
 from mixnas_tf.analysis import rank
 from mixnas_tf.analysis import sources
 
@@ -227,3 +228,26 @@ def test_results_of_earlier_versions_still_read():
     assert len(values) == 12 and all(0 < v < 100 for v in values.values())
     assert rank.compare(truth.values, values)["num_compared"] == 12
   assert sources.read(f"{old}:assigned").values == pytest.approx(sources.read(old).values)
+
+
+def test_a_space_numbered_from_zero_reads_its_first_configuration_and_refuses_past_its_last(
+    tmp_path):
+  resnet18 = spaces.get_space("resnet18")  # Numbered 0..55, as the reference does.
+  table = _write(tmp_path / "t.csv", "architecture,a\n0,50\n55,60\n")
+  assert sources.read(f"{table}:a", resnet18).values == pytest.approx({0: 50.0, 55: 60.0})
+  past = _write(tmp_path / "past.csv", "architecture,a\n56,50\n")
+  with pytest.raises(errors.UsageError, match="outside the resnet18 space's 0..55"):
+    sources.read(f"{past}:a", resnet18)
+
+
+def test_an_estimator_reads_only_the_configurations_the_final_evaluation_covered(tmp_path):
+  records = [{"index": 24, "stages": [4, 3, 3], "estimated_accuracy": 0.5,
+              "accuracy_per_model": [0.5, None], "assignment": [0.9, 0.1]},
+             {"index": 1, "stages": [1, 1, 8], "estimated_accuracy": None,  # Left out.
+              "accuracy_per_model": [None, None], "assignment": [0.2, 0.8]},
+             {"index": 2, "stages": [1, 2, 7], "estimated_accuracy": 0.4,
+              "accuracy_per_model": [None, 0.4], "assignment": [0.3, 0.7]}]
+  path = _write(tmp_path / "results.json", json.dumps({"configs": records,
+                                                       "ranking": [24, 2]}))
+  for estimator in ("assigned", "max"):
+    assert sources.read(f"{path}:{estimator}").values == pytest.approx({24: 50.0, 2: 40.0})

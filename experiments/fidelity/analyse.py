@@ -50,6 +50,12 @@ METHODS = {"k1": "ours, K=1", "k4": "ours, K=4 (paper)", "k4w": "ours, K=4, shar
            "oracle_k1": "oracle, K=1", "oracle_k4": "oracle, K=4 (paper)"}
 
 
+def _number(value) -> float:
+  """A correlation, or NaN where `rank.compare` has none (a constant estimate): tables
+  then say nan instead of failing."""
+  return float("nan") if value is None else float(value)
+
+
 def load_run(path: str) -> dict | None:
   """A finished run's work directory: accuracy [C, K], assignment [C, K], indices, timings."""
   results_path = os.path.join(path, "results.json")
@@ -59,17 +65,32 @@ def load_run(path: str) -> dict | None:
 def load_results(results_path: str) -> dict:
   """A run's results.json (in its work directory, or the copy an earlier analysis kept)."""
   results = workdir_lib.read_json(results_path)
-  records = sorted(results["configs"], key=lambda r: r["index"])
+  order = sorted(range(len(results["configs"])), key=lambda i: results["configs"][i]["index"])
+  records = [results["configs"][i] for i in order]
   accuracy = np.array([[np.nan if a is None else a for a in r["accuracy_per_model"]]
                        for r in records])
   if "assignment" in records[0]:
     probs = np.array([r["assignment"] for r in records])
-  else:  # The oracle stores the assignment in the searched order, which is the index order.
-    probs = np.array(results["assignment"])
+  else:  # The oracle keeps the assignment as a matrix, its rows in the order of its configs.
+    probs = np.array(results["assignment"])[order]
   train_s = results.get("train_seconds") or 0.0
   return {"indices": [r["index"] for r in records], "accuracy": accuracy, "probs": probs,
           "train_seconds": train_s, "eval_seconds": results.get("eval_seconds") or 0.0,
           "results_path": results_path}
+
+
+def seed_agreement(estimates: dict) -> dict[str, float]:
+  """Kendall tau between the estimates of two seeds of one method and estimator, the mean
+  over every pair of its seeds, keyed "method:estimator" (3 decimals)."""
+  pair_taus = {}
+  for (method, estimator, seed), estimate in estimates.items():
+    for (method2, estimator2, seed2), other in estimates.items():
+      if (method2, estimator2) == (method, estimator) and seed2 > seed:
+        common = sorted(set(estimate) & set(other))
+        tau = stats.kendalltau([estimate[i] for i in common], [other[i] for i in common])
+        if np.isfinite(tau.statistic):
+          pair_taus.setdefault(f"{method}:{estimator}", []).append(float(tau.statistic))
+  return {key: round(float(np.mean(taus)), 3) for key, taus in pair_taus.items()}
 
 
 def find_runs(runs_dir: str, out_dir: str) -> dict[str, dict]:
@@ -116,8 +137,8 @@ def main(argv):
       estimates[(method, estimator, int(seed))] = estimate
       result = rank.compare(truth, estimate, SPACE)
       rows.append({"run": name, "method": method, "seed": int(seed), "K": k,
-                   "estimator": estimator, "kendall_tau": result["kendall_tau"],
-                   "spearman": result["spearman"], "regret": result["regret"],
+                   "estimator": estimator, "kendall_tau": _number(result["kendall_tau"]),
+                   "spearman": _number(result["spearman"]), "regret": result["regret"],
                    "chosen": result["chosen"]["stages"],
                    "chosen_true_rank": result["chosen"]["true_rank"],
                    "set_means": [round(float(v), 4) for v in np.mean(run["accuracy"], 0)],
@@ -125,14 +146,7 @@ def main(argv):
                                       round(max(estimate.values()), 2)],
                    "train_minutes": round(run["train_seconds"] / 60, 1),
                    "eval_minutes": round(run["eval_seconds"] / 60, 1)})
-  # Agreement between the seeds of one method and estimator.
-  agreement = {}
-  for (method, estimator, seed), estimate in estimates.items():
-    other = estimates.get((method, estimator, seed + 1))
-    if other:
-      common = sorted(set(estimate) & set(other))
-      tau = stats.kendalltau([estimate[i] for i in common], [other[i] for i in common])
-      agreement[f"{method}:{estimator}"] = round(float(tau.statistic), 3)
+  agreement = seed_agreement(estimates)
   # Mean over seeds per (method, estimator).
   summary = {}
   for row in rows:
@@ -243,9 +257,10 @@ def pool_seeds(estimates, truth) -> list[dict]:
     average = {i: float(np.mean([e[i] for e in by_seed.values()])) for i in common}
     result = rank.compare(truth, average, SPACE)
     out.append({"method": method, "estimator": estimator, "seeds": len(by_seed),
-                "kendall_tau": result["kendall_tau"], "regret": result["regret"],
-                "mean_seed_tau": float(np.mean([rank.compare(truth, e, SPACE)["kendall_tau"]
-                                                for e in by_seed.values()]))})
+                "kendall_tau": _number(result["kendall_tau"]), "regret": result["regret"],
+                "mean_seed_tau": float(np.mean([
+                    _number(rank.compare(truth, e, SPACE)["kendall_tau"])
+                    for e in by_seed.values()]))})
   return out
 
 

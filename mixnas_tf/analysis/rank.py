@@ -185,7 +185,10 @@ def bootstrap_tau(truth: dict[int, float], a: list[dict[int, float]],
 
   draws = np.random.default_rng(seed).integers(0, len(common), (samples, len(common)))
   observed = float(statistic(np.arange(len(common))[None])[0])
-  boot = np.concatenate([statistic(draws[i:i + 250]) for i in range(0, samples, 250)])
+  # Draws in chunks: `kendall_tau_b` holds a few [chunk, n, n] arrays, so a chunk of 250
+  # draws over ResNet50's 455 configurations would need about 0.4 GB per array.
+  chunk = max(1, min(250, 10_000_000 // (len(common) ** 2)))
+  boot = np.concatenate([statistic(draws[i:i + chunk]) for i in range(0, samples, chunk)])
   boot = boot[np.isfinite(boot)]
   tail = (1.0 - level) / 2
   return {"value": observed, "low": float(np.quantile(boot, tail)),

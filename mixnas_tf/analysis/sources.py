@@ -94,10 +94,11 @@ def read(spec: str, space: spaces.SearchSpace | None = None) -> Accuracies:
     values, column = _read_csv(file, column, space)
   if not values:
     raise errors.UsageError(f"{spec} holds no configuration with a value in {column!r}")
+  first, last = space.reference_base, space.reference_base + space.num_configs - 1
   for index in values:
-    if not 1 <= index <= space.num_configs:
+    if not first <= index <= last:
       raise errors.UsageError(f"{spec} names configuration {index}, outside the "
-                              f"{space.name} space's 1..{space.num_configs}")
+                              f"{space.name} space's {first}..{last}")
   return Accuracies(source=spec, path=file, column=column, kind=kind, values=values)
 
 
@@ -142,6 +143,11 @@ def _read_search_results(path: str, column: str | None) -> tuple[dict[int, float
   records = _read_json(path)["configs"]
   if column in estimators.ESTIMATORS:
     # Re-estimated from the final evaluation (any search's results.json holds it).
+    # Only the configurations the final evaluation covered (`--final_eval=top:N,...` leaves
+    # the others without any accuracy), as the search's own ranking does.
+    records = [r for r in records if any(a is not None for a in r["accuracy_per_model"])]
+    if not records:
+      return {}, column
     accuracy = [[np.nan if a is None else a for a in r["accuracy_per_model"]]
                 for r in records]
     try:
