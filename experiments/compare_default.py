@@ -73,7 +73,7 @@ def main(argv):
   cli.check_no_positional(argv)
   workdir = cli.required_workdir(FLAGS.workdir)
   names = [f.name for f in dataclasses.fields(standalone.StandaloneConfig)]
-  cfg, source = retrain.resolve(*retrain.flag_values([*names, "from_search", "rank"]))
+  cfg, source = retrain.resolve(*cli.flag_values([*names, "from_search", "rank"]))
   cli.enable_xla_cache(FLAGS.xla_cache_dir, workdir)
   comparison = compare(cfg, workdir, seeds=FLAGS.seeds, export=FLAGS.export, source=source)
   if comparison is None:

@@ -222,6 +222,17 @@ def define_standalone_flags(defaults, skip=frozenset()) -> None:
   define_xla_cache_flag()
 
 
+def flag_values(names) -> tuple[dict, set]:
+  """(values, names given on the command line) of the absl flags `names` that exist."""
+  values, given = {}, set()
+  for name in names:
+    if name in FLAGS:
+      values[name] = FLAGS[name].value
+      if FLAGS[name].present:
+        given.add(name)
+  return values, given
+
+
 def standalone_values(config_cls, **overrides):
   """`config_cls` (StandaloneConfig) from the flags `define_standalone_flags` defined."""
   import dataclasses  # pylint: disable=g-import-not-at-top

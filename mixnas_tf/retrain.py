@@ -16,7 +16,6 @@ The library part (`search_choice`, `resolve`, `run`) is what tests and
 experiments/compare_default.py call; `main` only reads flags.
 """
 
-from collections.abc import Iterable
 import dataclasses
 import os
 
@@ -65,22 +64,11 @@ def define_flags(config_flags: bool = True) -> None:
                     "model to WORKDIR/export, each seed's to WORKDIR/seed_<s>/export, or none.")
 
 
-def flag_values(names: Iterable[str]) -> tuple[dict, set]:
-  """(values, names given on the command line) of absl flags `names`."""
-  values, given = {}, set()
-  for name in names:
-    if name in flags.FLAGS:
-      values[name] = flags.FLAGS[name].value
-      if flags.FLAGS[name].present:
-        given.add(name)
-  return values, given
-
-
 def main(argv):
   cli.check_no_positional(argv)
   workdir = cli.required_workdir(flags.FLAGS.workdir)
   names = [f.name for f in dataclasses.fields(standalone.StandaloneConfig)]
-  cfg, source = lib.resolve(*flag_values([*names, "from_search", "rank"]))
+  cfg, source = lib.resolve(*cli.flag_values([*names, "from_search", "rank"]))
   summary = lib.run(cfg, workdir, seeds=flags.FLAGS.seeds, export=flags.FLAGS.export,
                 source=source)
   if summary is None:

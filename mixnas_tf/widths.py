@@ -15,6 +15,8 @@ choice (the joint search: downsampling positions, then widths). Writes DIR/width
 DIR/widths.png, DIR/summary.json, DIR/final/export/ (see methods/width_search.py).
 """
 
+import dataclasses
+
 from absl import flags
 
 from mixnas_tf import cli
@@ -23,7 +25,6 @@ from mixnas_tf import cli
 cli.preset_xla_cache()
 cli.quiet_startup()
 
-from mixnas_tf import errors  # pylint: disable=wrong-import-position
 from mixnas_tf import spaces  # pylint: disable=wrong-import-position
 from mixnas_tf.methods import retraining  # pylint: disable=wrong-import-position
 from mixnas_tf.methods import standalone  # pylint: disable=wrong-import-position
@@ -63,15 +64,9 @@ def define_flags() -> None:
 def main(argv):
   cli.check_no_positional(argv)
   workdir = cli.required_workdir(FLAGS.workdir)
-  overrides = {}
-  if FLAGS.from_search:
-    if FLAGS["config"].present:
-      raise errors.UsageError("--config and --from_search are exclusive")
-    choice = retraining.search_choice(FLAGS.from_search)
-    overrides = {"config": choice.config, **choice.settings}
-  else:
-    overrides = {"config": FLAGS.config}
-  base = cli.standalone_values(standalone.StandaloneConfig, **overrides)
+  # retrain's rule: a search's settings are inherited unless given on this command line.
+  names = [f.name for f in dataclasses.fields(standalone.StandaloneConfig)]
+  base, _ = retraining.resolve(*cli.flag_values([*names, "from_search"]))
   wcfg = width_search.WidthConfig(
       base=base, width_mult=FLAGS.width_mult, flops_ratio=FLAGS.flops_ratio,
       target_macs=FLAGS.target_macs, search_epochs=FLAGS.search_epochs,

@@ -147,12 +147,18 @@ def test_inherited_weights_are_the_kept_channels():
 def test_width_search_end_to_end_resumes_and_exports(tiny_folder, tmp_path):
   base = standalone.StandaloneConfig(
       dataset=f"folder:{tiny_folder}", config="4,3,3", epochs=3, batch_size=16,
-      eval_batch_size=16, jit_compile=False, progress=False, holdout_fraction=0.25)
+      eval_batch_size=16, jit_compile=False, progress=False, holdout_fraction=0.25,
+      gamma_l1=1e-4)  # What the command line's --gamma_l1 puts into base.
   wcfg = width_search.WidthConfig(base=base, width_mult=2, flops_ratio=0.3, search_epochs=1,
-                                  inherit=True)
+                                  inherit=True, gamma_l1=1e-4)
   workdir = str(tmp_path / "w")
   summary = width_search.run_widths(wcfg, workdir)
   info = json.loads(open(os.path.join(workdir, "widths.json")).read())
+  # The l1 penalty shapes the search phase only; the pruned network trains without it.
+  stage_flags = {stage: json.loads(open(os.path.join(workdir, stage, "flags.json")).read())
+                 for stage in ("search", "final")}
+  assert stage_flags["search"]["gamma_l1"] == 1e-4
+  assert stage_flags["final"]["gamma_l1"] == 0.0
   assert abs(summary["macs_over_target"] - 1) <= 1e-3
   assert summary["widths"] == info["widths"]["pruned"]
   assert summary["search_epochs"] == 1 and summary["final_epochs"] == 2
@@ -174,3 +180,27 @@ def test_width_search_end_to_end_resumes_and_exports(tiny_folder, tmp_path):
   out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                        timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
   assert out.returncode == 0 and "(None, 3)" in out.stdout, out.stderr[-2000:]
+
+
+def test_the_command_line_inherits_a_searchs_settings_unless_given(tmp_path):
+  # retrain's rule (methods/retraining.resolve): the search's dataset is used unless the
+  # command line names one. Both folders are missing, so the error says which was used.
+  search = tmp_path / "search"
+  search.mkdir()
+  space = spaces.get_space("resnet20")
+  (search / "results.json").write_text(json.dumps({
+      "space": "resnet20", "dataset": "folder:/searched/x",
+      "best": {"index": 27, "stages": list(spaces.to_stages(space, spaces.from_index(space, 27))),
+               "estimated_accuracy": 0.5}, "ranking": [27, 24]}))
+  (search / "flags.json").write_text(json.dumps({
+      "dataset": "folder:/searched/x", "tfds_data_dir": None, "image_size": 0,
+      "space": "resnet20", "downsample": "avgpool", "epochs": 100}))
+  for extra, used in (([], "/searched/x"), (["--dataset=folder:/given/y"], "/given/y")):
+    out = subprocess.run([sys.executable, "-m", "mixnas_tf.widths", f"--from_search={search}",
+                          f"--workdir={tmp_path / used.replace('/', '_')}", "--epochs=2",
+                          *extra],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        f"error: dataset folder {used} does not exist"), out.stderr[-2000:]

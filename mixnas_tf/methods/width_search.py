@@ -154,9 +154,11 @@ def run_widths(wcfg: WidthConfig, workdir: str) -> dict | None:
                      os.path.join(workdir, "widths.png"),
                      title=f"{space.name} {config.label}: widths per layer")
 
-  # 3. The pruned network trains for the rest of the budget.
+  # 3. The pruned network trains for the rest of the budget, without the search's l1
+  # penalty (plain SGD, as the baseline it is compared with; the command line's
+  # --gamma_l1 also reaches `base`, whose fields share its flags).
   final_cfg = dataclasses.replace(wcfg.base, widths=pruned.widths,
-                                  inner_widths=pruned.inner_widths,
+                                  inner_widths=pruned.inner_widths, gamma_l1=0.0,
                                   epochs=wcfg.base.epochs - search_epochs)
 
   def initialize(model):
