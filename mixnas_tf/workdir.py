@@ -2,6 +2,7 @@
 checks on resume, atomic writes that follow the umask."""
 
 import contextlib
+import errno
 import fcntl
 import functools
 import json
@@ -54,7 +55,13 @@ def acquire(workdir: str) -> str:
   handle = open(os.path.join(workdir, LOCK_FILE), "a+")  # pylint: disable=consider-using-with
   try:
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except OSError:
+  except OSError as e:
+    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+      # Not held by anyone: this filesystem has no locks (ENOLCK, EOPNOTSUPP, ...).
+      handle.close()
+      raise errors.UsageError(
+          f"cannot lock work directory {workdir} ({os.strerror(e.errno)}): its filesystem "
+          "does not support file locks; choose a --workdir on a local disk") from None
     handle.seek(0)
     owner = handle.read().strip() or "another process"
     handle.close()
@@ -66,6 +73,15 @@ def acquire(workdir: str) -> str:
   handle.flush()
   _HELD[workdir] = handle
   return workdir
+
+
+def acquire_existing(workdir: str) -> None:
+  """Takes the lock of a work directory that already exists, before a run loads its data:
+  a second process on it is refused at once, not after minutes of loading. A new
+  directory is created and locked by `prepare`, after the run's inputs were checked, so
+  bad input leaves nothing behind."""
+  if os.path.isdir(workdir):
+    acquire(workdir)
 
 
 def release(workdir: str) -> None:
@@ -120,6 +136,33 @@ def atomic_write_text(path: str, text: str) -> None:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+  fsync_directory(directory)
+
+
+def fsync_directory(directory: str) -> None:
+  """Makes the directory's entries (a rename, new files) durable; a no-op where the
+  filesystem cannot sync a directory."""
+  try:
+    fd = os.open(directory, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+def fsync_files(paths) -> None:
+  """Flushes files written by another library (TensorFlow's checkpoint writer closes
+  its files without syncing them) to the disk."""
+  for path in paths:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
@@ -141,6 +184,7 @@ def atomic_savefig(figure, path: str) -> None:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+  fsync_directory(directory)
 
 
 def _jsonable(value):

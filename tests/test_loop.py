@@ -263,6 +263,24 @@ def test_checkpoint_missing_network_variables_is_a_usage_error(tmp_path):
     checkpoint.Checkpointer(str(tmp_path), trainer).restore()
 
 
+def test_a_checkpoint_whose_files_are_damaged_or_missing_is_a_usage_error(tmp_path):
+  trainer = _trainer(num_models=2, jit_compile=False)
+  checkpointer = checkpoint.Checkpointer(str(tmp_path), trainer)
+  checkpointer.save({"epoch": 0, "step_in_epoch": 1})
+  directory = tmp_path / "checkpoints"
+  data = [f for f in os.listdir(directory) if f.startswith("ckpt-1.data")]
+  assert data
+  with open(directory / data[0], "r+b") as f:  # Truncated, as a lost write leaves it.
+    f.truncate(100)
+  with pytest.raises(errors.UsageError, match="ckpt-1, which .*state.json names, cannot be "
+                     "read"):
+    checkpoint.Checkpointer(str(tmp_path), _trainer(num_models=2, jit_compile=False)).restore()
+  for f in os.listdir(directory):
+    os.remove(directory / f)
+  with pytest.raises(errors.UsageError, match="cannot be read"):
+    checkpoint.Checkpointer(str(tmp_path), _trainer(num_models=2, jit_compile=False)).restore()
+
+
 def test_compile_policy():
   assert runtime.compile_policy(True, 36, 96) == (
       True, "XLA: 36 programs per step kind <= 96 live")
@@ -407,3 +425,24 @@ def test_the_loop_refuses_an_input_whose_count_is_not_the_runs_steps(tmp_path, b
                     hooks=hooks, epochs=2, steps_per_epoch=3, progress=False)
   assert steps == trained
 
+
+
+@pytest.mark.parametrize("epochs", [2, 1])
+def test_a_stop_during_an_epochs_end_interrupts_after_its_checkpoint(tmp_path, epochs):
+  # Even at the last epoch: what follows the loop (a search's final evaluation) can take
+  # hours, and the signal must not be forgotten.
+  import signal  # pylint: disable=g-import-not-at-top
+
+  from mixnas_tf.training import loop  # pylint: disable=g-import-not-at-top
+
+  def epoch_end(epoch, metrics):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return {}
+
+  hooks = loop.LoopHooks(batches=lambda epoch, start, epochs: iter(range(3 * epochs)),
+                         step=lambda epoch, step, batch: {}, epoch_end=epoch_end)
+  trainer = _trainer(1, jit_compile=False)
+  assert loop.run_epochs(workdir=str(tmp_path), trainer=trainer, hooks=hooks, epochs=epochs,
+                         steps_per_epoch=3, progress=False) == "interrupted"
+  state = json.loads((tmp_path / "state.json").read_text())
+  assert (state["epoch"], state["step_in_epoch"]) == (1, 0)

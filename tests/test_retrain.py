@@ -220,3 +220,16 @@ def test_rerun_of_a_finished_retrain_changes_nothing(resumed_run):
   with pytest.raises(errors.UsageError, match="different flags"):
     retrain.run(dataclasses.replace(resumed_run["cfg"], epochs=2), resumed_run["workdir"])
   assert not math.isnan(again["mean_test_accuracy"])
+
+
+def test_a_smaller_seeds_keeps_the_seeds_an_earlier_sitting_finished(tmp_path):
+  cfg = standalone.StandaloneConfig(dataset="folder:/not/loaded", config="4,3,3", epochs=3)
+  workdir = tmp_path / "r"
+  for seed, accuracy in ((0, 0.90), (1, 0.92), (2, 0.94), (4, 0.5)):  # Seed 3 unfinished.
+    (workdir / f"seed_{seed}").mkdir(parents=True)
+    (workdir / f"seed_{seed}" / "metrics.json").write_text(json.dumps({
+        "seed": seed, "test_accuracy": accuracy, "test_loss": 0.3, "config": {"index": 24},
+        "eval_split": "test", "test_images": 100, "params": 1, "macs": 2}))
+  summary = retrain.run(cfg, str(workdir), seeds=1, export="none")
+  assert summary["seeds"] == [0, 1, 2]
+  assert summary["mean_test_accuracy"] == pytest.approx(0.92)

@@ -1,5 +1,6 @@
 """Work directories: one process each, files that follow the umask, one-line refusals."""
 
+import errno
 import json
 import os
 import stat
@@ -35,6 +36,19 @@ def test_a_second_process_is_refused_in_one_line(tiny_folder, tmp_path):
   workdir_lib.release(workdir)
 
 
+def test_a_second_process_is_refused_before_it_loads_any_data(tmp_path):
+  # The folder does not exist: a process that loaded data first would say so instead.
+  workdir = str(tmp_path / "run")
+  for args in (["mixnas_tf.train", "--configs=4,3,3;1,1,8", "--num_models=1"],
+               ["mixnas_tf.retrain", "--config=4,3,3"]):
+    with workdir_lib.held(workdir):
+      workdir_lib.acquire(workdir)
+      out = _run([*args, f"--workdir={workdir}", "--dataset=folder:/nonexistent/data",
+                  "--epochs=1", "--nojit_compile", "--noprogress"])
+      assert out.returncode == 2, out.stderr[-2000:]
+      assert "is in use by process" in out.stderr.strip().splitlines()[-1], out.stderr[-2000:]
+
+
 def test_the_lock_is_reentrant_and_released(tmp_path):
   workdir = str(tmp_path / "w")
   with workdir_lib.held(workdir):
@@ -42,6 +56,16 @@ def test_the_lock_is_reentrant_and_released(tmp_path):
     assert workdir_lib.prepare(workdir, {"a": 1})  # Same process: resumes.
     assert workdir in workdir_lib._HELD  # pylint: disable=protected-access
   assert workdir not in workdir_lib._HELD  # pylint: disable=protected-access
+
+
+def test_a_filesystem_without_locks_is_named_as_such(tmp_path, monkeypatch):
+  def no_locks(handle, operation):
+    raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+  monkeypatch.setattr(workdir_lib.fcntl, "flock", no_locks)
+  with pytest.raises(errors.UsageError, match="does not support file locks") as info:
+    workdir_lib.acquire(str(tmp_path / "w"))
+  assert "in use" not in str(info.value)
+  assert str(tmp_path / "w") not in workdir_lib._HELD  # pylint: disable=protected-access
 
 
 def test_written_files_follow_the_umask(tmp_path):

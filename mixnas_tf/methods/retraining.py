@@ -187,7 +187,8 @@ def run(cfg: standalone.StandaloneConfig, workdir: str, *, seeds: int = 1,
   Args:
     cfg: the settings (its `seed` is the first seed).
     workdir: DIR; seed s trains in DIR/seed_<s>.
-    seeds: how many seeds.
+    seeds: how many seeds to train; the summary also covers the seeds after them that an
+      earlier sitting with a larger `seeds` finished in DIR.
     export: "first" exports the first seed's model to DIR/export, "each" every seed's to
       DIR/seed_<s>/export, "none" nothing.
     source: where the configuration came from (recorded in DIR/flags.json).
@@ -231,6 +232,12 @@ def run(cfg: standalone.StandaloneConfig, workdir: str, *, seeds: int = 1,
     if metrics is None:
       return None
     runs.append(metrics)
+  # Seeds an earlier sitting with a larger --seeds finished count too: a smaller --seeds
+  # never replaces a summary with one over fewer seeds.
+  seed = cfg.seed + seeds
+  while os.path.exists(os.path.join(seed_dir(workdir, seed), "metrics.json")):
+    runs.append(workdir_lib.read_json(os.path.join(seed_dir(workdir, seed), "metrics.json")))
+    seed += 1
   summary = summarize(cfg, runs)
   summary["runs"] = [seed_dir(workdir, r["seed"]) for r in runs]
   if export != "none":

@@ -258,6 +258,7 @@ def _held_search(cfg: SearchConfig, workdir: str, space, configs, strategy,
 def _run_search(cfg: SearchConfig, space: spaces.SearchSpace, configs, workdir: str,
                 strategy, after_step) -> dict | None:
   started = time.perf_counter()
+  workdir_lib.acquire_existing(workdir)
   dataset, train, val = load_search_data(cfg)
   steps = data_lib.steps_per_epoch(train, cfg.batch_size)
   resumed = workdir_lib.prepare(

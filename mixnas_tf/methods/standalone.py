@@ -241,6 +241,7 @@ def _train_standalone(cfg: StandaloneConfig, workdir: str, strategy, after_step,
                         defaults=dataclasses.asdict(StandaloneConfig()))
     logging.info("%s is complete: %s", workdir, metrics_path)
     return workdir_lib.read_json(metrics_path)
+  workdir_lib.acquire_existing(workdir)
   dataset, train, test, test_name = loaded or load_data(cfg)
   steps = data_lib.steps_per_epoch(train, cfg.batch_size)
   runtime.set_precision(cfg.precision)

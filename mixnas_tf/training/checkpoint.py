@@ -1,5 +1,6 @@
 """Checkpoints of a trainer's variables with the host-side state they go with."""
 
+import glob
 import json
 import os
 import shutil
@@ -45,12 +46,25 @@ class Checkpointer:
           f"checkpoint {path} does not hold every variable of this run's network "
           f"({str(e).splitlines()[0][:200]}); it cannot be resumed or exported: "
           "train again in a new --workdir") from None
+    except (tf.errors.OpError, IndexError) as e:
+      # Missing files (NotFoundError) or truncated ones (TF's reader raises IndexError, "Read
+      # less bytes than requested", or DataLossError): a disk that lost them, a copy that
+      # left them out.
+      reason = str(getattr(e, "message", None) or e).splitlines()[0][:200]
+      raise errors.UsageError(
+          f"checkpoint {path}, which {self.state_path} names, cannot be read ({reason}); "
+          "restore its files, or train again in a new --workdir") from None
     return state
 
   def save(self, state: dict) -> None:
     try:
       path = self.manager.save()
       name = os.path.basename(path)
+      # On disk before state.json names it: after a power loss, state.json never names a
+      # checkpoint whose files were still in the page cache.
+      workdir_lib.fsync_files(glob.glob(path + ".*") + [os.path.join(self.directory,
+                                                                     "checkpoint")])
+      workdir_lib.fsync_directory(self.directory)
       workdir_lib.atomic_write_json(self.state_path, {**state, "checkpoint": name})
     except (OSError, tf.errors.OpError) as e:
       # state.json still names the last good checkpoint: keep it, drop the partial one.

@@ -214,4 +214,8 @@ def run_epochs(*, workdir: str, trainer: Trainer, hooks: LoopHooks, epochs: int,
                    pace.eta((epoch + 1) * steps_per_epoch),
                    ", ".join(f"{k}={v:.4g}" for k, v in record.items()
                              if isinstance(v, float)))
+      if stop.requested:  # It came during the epoch's end or its checkpoint, just saved.
+        logging.warning("Stopped after epoch %d; checkpointed. Run the same command again "
+                        "to resume.", epoch + 1)
+        return "interrupted"
   return "completed"
