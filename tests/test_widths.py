@@ -49,7 +49,40 @@ def test_units_of_resnet20_and_resnet50():
   # Every block of ResNet50's first stage has a projection (64 -> 256 at block 1).
   assert streams == {"stream0": (0,), "stream1": (1, 2, 3), "stream4": (4, 5, 6, 7),
                      "stream8": tuple(range(8, 14)), "stream14": (14, 15, 16)}
-  assert struct.units["inner5"].bns == ("block5/bn1", "block5/bn2")
+  # A bottleneck's 1x1 and 3x3 outputs: two units, each with its own BatchNorm, tied to one
+  # count (one inner width per block).
+  assert struct.units["inner5"].bns == ("block5/bn1",)
+  assert struct.units["inner5b"].bns == ("block5/bn2",)
+  assert ("inner5", "inner5b") in struct.tied and len(struct.tied) == 16
+  assert struct.layer_inner[5] == "inner5"
+
+
+def test_tied_units_keep_one_count_each_its_own_channels():
+  r50 = spaces.get_space("resnet50")
+  config = spaces.from_stages(r50, r50.default)
+  model = network.SwitchableResNet(space=r50, configs=[config])
+  struct = widths.structure(model)
+  imp = _random_importances(struct, 3)
+  width = struct.units["inner5"].channels
+  imp["inner5"] = np.linspace(1.0, 0.0, width)  # Channel 0 the most important ...
+  imp["inner5b"] = np.linspace(0.0, 1.0, width)  # ... and here the least.
+  masks = widths.keep_masks(struct, imp, 0.75, min_keep=0.1)
+  # Both keep the channels whose rank-wise mean (here the same sorted values) reaches 0.75.
+  count = int(np.sum(np.linspace(1.0, 0.0, width) >= 0.75))
+  np.testing.assert_array_equal(np.flatnonzero(masks["inner5"]), np.arange(count))
+  np.testing.assert_array_equal(np.flatnonzero(masks["inner5b"]),
+                                np.arange(width - count, width))
+  assert all(masks[a].sum() == masks[b].sum() for a, b in struct.tied)
+  # The pruned network has that inner width, and inherits each unit's own channels: the
+  # 3x3 reads the 1x1's kept channels and writes its own.
+  pruned = network.SwitchableResNet(space=widths.pruned_space(r50, struct, masks),
+                                    configs=[config])
+  assert pruned.space.inner_widths[5] == count
+  widths.inherit(pruned, model, struct, masks)
+  np.testing.assert_array_equal(
+      pruned.block5.conv2.kernel.numpy()[0],
+      model.block5.conv2.kernel.numpy()[0][:, :, np.flatnonzero(masks["inner5"])][
+          :, :, :, np.flatnonzero(masks["inner5b"])])
 
 
 RATIOS = [0.2, 0.25, 0.3, 0.4, 0.5, 0.6]

@@ -12,10 +12,13 @@ Which channels are pruned together is not written down here: it is read off the 
 own forward pass (`Coupling`, an interpreter of nn/interpret.py's operations). Every conv
 output is a set of channels; a residual addition joins its two operands' sets, so all the
 convs that feed one residual stream (a stage's block outputs and its projection) share one
-keep mask, and additions always match after pruning; the other conv outputs of a block (a
-basic block's first conv, a bottleneck's 1x1 and 3x3: one inner width here) are a unit of
-their own; the set that feeds the classifier (the last stage's output, never pruned on
-CIFAR in the reference) and the input image are kept whole.
+keep mask, and additions always match after pruning; each other conv output of a block
+(a basic block's first conv; a bottleneck's 1x1 and its 3x3) is a unit of its own, pruned
+by its own BatchNorm's scales. A space has one inner width per block, so a bottleneck's two
+inner units are tied: they keep the same number of channels, each its own most important
+ones (the count from the two units' importances sorted and averaged rank by rank). The
+set that feeds the classifier (the last stage's output, never pruned on CIFAR in the
+reference) and the input image are kept whole.
 
 `shrink` keeps, in every unit, the channels whose importance reaches one global threshold
 (and at least `min_keep` of each unit), binary-searching the threshold until the pruned
@@ -106,7 +109,8 @@ class Unit:
 
   Attributes:
     name: "stream<L>" (the residual stream that layer L's output belongs to, named by its
-      first layer) or "inner<L>" (block L's inner convs).
+      first layer), "inner<L>" (block L's first inner conv) or "inner<L>b" (a
+      bottleneck's 3x3, tied to "inner<L>").
     channels: its width in the network it was read from.
     prunable: False for the stream the classifier reads.
     bns: paths of the BatchNorm layers that normalise it (their |gamma| is its importance).
@@ -127,7 +131,10 @@ class Structure:
   bn_units: dict[str, str]  # BN path -> unit
   classifier_unit: str
   layer_stream: dict[int, str]  # layer -> unit of its output
-  layer_inner: dict[int, str]  # block layer -> its inner unit
+  layer_inner: dict[int, str]  # block layer -> its first inner unit
+  # Units that keep the same number of channels (a bottleneck's inner units: one inner
+  # width per block), groups of two or more.
+  tied: tuple[tuple[str, ...], ...] = ()
 
 
 def _rel(path: str) -> str:
@@ -146,18 +153,19 @@ def structure(model: network_lib.SwitchableResNet) -> Structure:
   scopes = ["stem"] + [b.name for b in model.blocks]
   layer_stream = {_layer_of(s): f.find(f.outputs[s]) for s in scopes}
   stream_roots = set(layer_stream.values())
-  # A block's conv outputs that are not its residual stream form its inner unit.
-  inner_root = {}
+  # Every other conv output of a block is an inner unit of its own, in the order of the
+  # block's forward pass.
+  inner_roots: dict[int, list[int]] = {}
   for scope, _, _, out in f.convs:
     root = f.find(out)
     if root not in stream_roots:
-      layer = _layer_of(scope)
-      inner_root[layer] = f.union(inner_root.get(layer, root), root)
+      inner_roots.setdefault(_layer_of(scope), []).append(root)
   names = {}
   for layer in sorted(layer_stream):
     names.setdefault(layer_stream[layer], f"stream{layer}")
-  for layer, root in inner_root.items():
-    names[f.find(root)] = f"inner{layer}"
+  for layer, roots in inner_roots.items():
+    for i, root in enumerate(roots):
+      names[root] = f"inner{layer}" + ("" if i == 0 else chr(ord("a") + i))
   width = {f.find(out): layer.filters for _, layer, _, out in f.convs}
   bns: dict[int, list[str]] = {}
   for _, layer, node in f.bns:
@@ -175,7 +183,9 @@ def structure(model: network_lib.SwitchableResNet) -> Structure:
                    bn_units={_rel(layer.path): names[f.find(n)] for _, layer, n in f.bns},
                    classifier_unit=names[classifier],
                    layer_stream={l: names[r] for l, r in layer_stream.items()},
-                   layer_inner={l: names[f.find(r)] for l, r in inner_root.items()})
+                   layer_inner={l: names[roots[0]] for l, roots in inner_roots.items()},
+                   tied=tuple(tuple(names[r] for r in roots)
+                              for roots in inner_roots.values() if len(roots) > 1))
 
 
 def importances(model: network_lib.SwitchableResNet, struct: Structure,
@@ -196,15 +206,42 @@ def keep_masks(struct: Structure, imp: dict[str, np.ndarray], threshold: float,
   largest of the unit), k = ceil(min_keep * channels); unprunable units keep all (the
   classifier's stream too, unless `prune_last`)."""
   masks = {}
-  for name, unit in struct.units.items():
-    values = imp[name]
-    if not (unit.prunable or (prune_last and name == struct.classifier_unit)):
-      masks[name] = np.ones(len(values), bool)
+  for group, values in decisions(struct, imp).items():
+    if not (struct.units[group[0]].prunable
+            or (prune_last and group[0] == struct.classifier_unit)):
+      for name in group:
+        masks[name] = np.ones(len(values), bool)
       continue
     k = max(1, math.ceil(min_keep * len(values)))
     kth = np.sort(values)[::-1][k - 1]
-    masks[name] = values >= min(threshold, kth)
+    if len(group) == 1:
+      masks[group[0]] = values >= min(threshold, kth)
+      continue
+    count = int(np.sum(values >= min(threshold, kth)))  # `values` is sorted: the top ones.
+    for name in group:
+      mask = np.zeros(len(values), bool)
+      mask[np.argsort(-imp[name], kind="stable")[:count]] = True
+      masks[name] = mask
   return masks
+
+
+def decisions(struct: Structure, imp: dict[str, np.ndarray]) -> dict[tuple[str, ...],
+                                                                      np.ndarray]:
+  """What the threshold is compared with, per group of units that keep one count: a
+  unit alone, its importances; tied units, their importances sorted (descending) and
+  averaged rank by rank, so that the group keeps as many channels as a unit whose j-th
+  most important channel is the members' mean j-th."""
+  tied_of = {name: group for group in struct.tied for name in group}
+  out = {}
+  for name in struct.units:
+    group = tied_of.get(name, (name,))
+    if group in out:
+      continue
+    if len(group) == 1:
+      out[group] = imp[name]
+    else:
+      out[group] = np.mean([np.sort(imp[n])[::-1] for n in group], axis=0)
+  return out
 
 
 def pruned_space(space: spaces.SearchSpace, struct: Structure,
@@ -257,8 +294,8 @@ def shrink(space: spaces.SearchSpace, struct: Structure, imp: dict[str, np.ndarr
     candidate = pruned_space(space, struct, masks)
     return candidate, masks, macs_of(candidate, config, image_size, downsample, num_classes)
 
-  values = np.unique(np.concatenate([imp[n] for n, u in struct.units.items()
-                                     if u.prunable or prune_last]))
+  values = np.unique(np.concatenate([v for group, v in decisions(struct, imp).items()
+                                     if struct.units[group[0]].prunable or prune_last]))
   candidates = np.concatenate([[-np.inf], values, [np.inf]])
   lo, hi = 0, len(candidates) - 1  # MACs(lo) >= target > MACs(hi), if the target is inside.
   full, smallest = at(candidates[lo])[2], at(candidates[hi])[2]
