@@ -53,8 +53,8 @@ def define_flags() -> None:
                       "WORKDIR/<project>/, flags.json and tune_results.json. Running the same "
                       "command again resumes the search.")
   flags.DEFINE_enum("tuner", "random", list(lib.TUNERS), "KerasTuner algorithm: random search, "
-                    "grid search (every configuration in reference order; with a budget of "
-                    "one trial per configuration it is the exhaustive baseline), Hyperband, "
+                    "grid search (every configuration in reference order; scored on the "
+                    "holdout, so not the exhaustive baseline's test split), Hyperband, "
                     "or Bayesian optimisation (needs scikit-learn: the [bayesian] extra).")
   flags.DEFINE_integer("budget_epochs", None, "Total training epochs of all trials: match "
                        "it to a mixture search's cost.", lower_bound=1)

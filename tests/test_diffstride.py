@@ -97,8 +97,14 @@ def test_equals_rfft2d_mask_crop_irfft2d(strides, smoothness):
   np.testing.assert_allclose(y, tf.transpose(expected, (0, 2, 3, 1)), atol=2e-5)
 
 
-def test_amplitude_is_preserved():
-  y = diffstride.DiffStride(strides=(2.7, 1.9))(tf.fill((1, 32, 32, 2), 3.0))
+@pytest.mark.parametrize("size, strides", [(32, (2.7, 1.9)),
+                                           # Strides above N / R = 2: the centred ramp
+                                           # alone passed 0.75 of the mean at S = 4.
+                                           (8, (4.0, 3.0)), (8, (7.5, 2.5))])
+def test_amplitude_is_preserved(size, strides):
+  y = diffstride.DiffStride(strides=strides, smoothness_factor=4.0)(
+      tf.fill((1, size, size, 2), 3.0))
+  assert y.shape[1] < size
   np.testing.assert_allclose(y, 3.0, atol=1e-5)
 
 

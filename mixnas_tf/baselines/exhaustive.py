@@ -148,7 +148,7 @@ def run_exhaustive(cfg: standalone.StandaloneConfig, workdir: str, *, configs: s
   Raises:
     errors.UsageError: invalid settings, or DIR holds a run with other settings.
   """
-  space, _ = standalone.validate(cfg)
+  space = standalone.validate_settings(cfg)
   requested = spaces.parse_configs(space, configs)
   if seeds < 1:
     raise errors.UsageError(f"--seeds must be >= 1 (received {seeds})")
@@ -278,7 +278,7 @@ def merge(inputs: list[str], out: str, space_name: str = "resnet20") -> dict:
     expected_from = "the inputs' flags.json (--configs)"
   else:
     space = spaces.get_space(space_name)
-    expected = set(range(1, space.num_configs + 1))
+    expected = set(range(space.reference_base, space.reference_base + space.num_configs))
     expected_from = f"the whole {space.name} space"
   write_table(out, [row for row, _ in merged.values()])
   return {"rows": len(merged), "tables": tables, "missing": sorted(expected - set(merged)),

@@ -328,7 +328,7 @@ def run_tune(base: standalone.StandaloneConfig, workdir: str, *, tuner: str,
       run with other settings.
   """
   base = dataclasses.replace(base, eval_split="holdout")
-  space, _ = standalone.validate(base)
+  space = standalone.validate_settings(base)
   indices = [spaces.to_index(space, c) for c in spaces.parse_configs(space, configs)]
   if len(indices) < 2:
     raise errors.UsageError(f"--configs must hold at least 2 configurations to tune over "

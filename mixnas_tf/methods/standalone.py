@@ -104,6 +104,15 @@ class StandaloneConfig:
         step_boundaries=tuple(self.step_boundaries), step_decay=self.step_decay)
 
 
+def validate_settings(cfg: StandaloneConfig) -> spaces.SearchSpace:
+  """`validate` of everything but `cfg.config`, for commands that train many
+  configurations (exhaustive, tune): `config` then keeps its default, "4,3,3", which only
+  ResNet20 parses, so the space's own default configuration stands in for it."""
+  space = spaces.get_space(cfg.space)
+  default = ",".join(str(n) for n in space.default)
+  return validate(dataclasses.replace(cfg, config=default))[0]
+
+
 def validate(cfg: StandaloneConfig) -> tuple[spaces.SearchSpace, spaces.Config]:
   space = spaces.get_space(cfg.space)
   config = spaces.parse_config(space, cfg.config)

@@ -26,8 +26,9 @@ Differences from the reference code (google-research/diffstride), on purpose:
     full size and still has a gradient; the reference instead raises every stride to at
     least N / (N - R) inside `call`, by assigning the variable, which makes its mask at
     that minimum equal ours at S = 1. Reference sizes are ~N / S + 2R, ours ~N / S + R;
-  - the output keeps the input's amplitude (a constant image stays that constant); the
-    reference's irfft2d scales by (H W) / (h w), which jumps whenever the size does;
+  - the output keeps the input's amplitude (a constant image stays that constant, at any
+    stride: the mask passes frequency 0 whole); the reference's irfft2d scales by
+    (H W) / (h w), which jumps whenever the size does;
   - strides are kept in [lower, upper] by a Keras constraint that the optimizer applies
     (optim.SlicedSGD does, like Keras optimizers), not by assignments in `call`.
 
@@ -91,11 +92,19 @@ def output_length(length: int, stride: float, smoothness_factor: float,
 
 
 def _mask(num_freqs, length, stride, smoothness_factor):
-  """Mask values at frequencies 0..num_freqs-1: clip((N/(2S) + R/2 - f) / R, 0, 1), float32."""
+  """Mask values at frequencies 0..num_freqs-1: clip((N/(2S) + R/2 - f) / R, 0, 1), float32,
+  and 1 at f = 0.
+
+  The centred ramp alone would pass less than the whole mean once N / (2S) < R / 2 (a
+  stride above N / R: e.g. N = 8, R = 4, S = 4 gives 0.75 at f = 0, and a constant image
+  of 3 came out as 2.25); the reference's ramp starts at the cut-off, so its f = 0 always
+  passes whole, and so does ours.
+  """
   freqs = tf.cast(tf.range(num_freqs), tf.float32)
   cutoff = tf.cast(length, tf.float32) / (2.0 * stride)
-  return tf.clip_by_value((cutoff + smoothness_factor / 2.0 - freqs) / smoothness_factor,
+  ramp = tf.clip_by_value((cutoff + smoothness_factor / 2.0 - freqs) / smoothness_factor,
                           0.0, 1.0)
+  return tf.where(tf.equal(freqs, 0.0), tf.ones_like(ramp), ramp)
 
 
 def _cosine_table(out_length, length):
