@@ -16,7 +16,7 @@ table.csv has the columns of the reference CSV it is compared with
   architecture,stages,baseline_avg,baseline_stdev,seeds,macs,params
 with accuracies in percent: the mean over seeds and the sample standard deviation
 (empty for one seed). All seeds and configurations share one data split (drawn from
---seed), so they differ in initialisation, data order and augmentation only.
+--data_seed), so they differ in initialisation, data order and augmentation only.
 
 `--shard=I/N` trains the configurations whose position in --configs is I mod N, in
 DIR/shard_I_of_N/, so N processes or machines can share the work; `merge` joins their

@@ -16,7 +16,7 @@ table.csv has the columns of the reference CSV it is compared with
   architecture,stages,baseline_avg,baseline_stdev,seeds,macs,params
 with accuracies in percent: the mean over seeds and the sample standard deviation
 (empty for one seed). All seeds and configurations share one data split (drawn from
---seed), so they differ in initialisation, data order and augmentation only.
+--data_seed), so they differ in initialisation, data order and augmentation only.
 
 `--shard=I/N` trains the configurations whose position in --configs is I mod N, in
 DIR/shard_I_of_N/, so N processes or machines can share the work; `merge` joins their
@@ -134,7 +134,7 @@ def run_exhaustive(cfg: standalone.StandaloneConfig, workdir: str, *, configs: s
 
   Args:
     cfg: the budget and data of every run (`cfg.config` is ignored; `cfg.seed` is the
-      first seed and the seed of the data split).
+      first seed; `cfg.data_seed` draws the data split).
     workdir: DIR; a shard works in DIR/shard_I_of_N.
     configs: ';'-separated configurations, or "all".
     seeds: seeds per configuration: cfg.seed .. cfg.seed + seeds - 1.
@@ -185,7 +185,7 @@ def run_exhaustive(cfg: standalone.StandaloneConfig, workdir: str, *, configs: s
         runs.append(workdir_lib.read_json(os.path.join(path, "metrics.json")))
         continue
       if loaded is None:
-        # One split for every run: drawn from the first seed, as in retrain.
+        # One split for every run, drawn from --data_seed, as in retrain.
         loaded = standalone.load_data(cfg)
       print(f"[{len(rows) + 1}/{len(mine)}] {number} {stages} seed {seed}: {path}",
             flush=True)

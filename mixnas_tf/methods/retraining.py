@@ -181,7 +181,7 @@ def run(cfg: standalone.StandaloneConfig, workdir: str, *, seeds: int = 1,
   """Trains `cfg` for seeds cfg.seed .. cfg.seed+seeds-1, summarises and exports.
 
   All seeds share the data of one `standalone.load_data` call, with the splits drawn
-  from the first seed: every seed is evaluated on the same images, and differs in
+  from `cfg.data_seed`: every seed is evaluated on the same images, and differs in
   initialisation, data order and augmentation only.
 
   Args:
