@@ -49,7 +49,8 @@ def test_pools_the_paper_method_with_several_sets_only(tmp_path):
                         capture_output=True, text=True, check=True)
   table = done.stdout.splitlines()
   assert table[3] == "| assigned | 2 | 0.200 | 0.100 | 1.50 | 2.00 | 0.100, 1.00 | 0.300, 2.00 |"
-  assert table[-1].endswith("lowest mean regret): mean")
+  assert table[-1].endswith("equal regrets, the higher tau): mean; tied in tau (mean tau, "
+                            "mean regret): mean (0.200, 1.00), assigned (0.200, 1.50)")
   assert out.read_text().endswith(done.stdout)
   # --methods pools other runs: here the warm-up variant alone.
   done = subprocess.run([sys.executable, str(ROOT / "experiments" / "fidelity" /
@@ -204,3 +205,17 @@ def test_seed_agreement_is_the_mean_over_every_pair_of_seeds():
   estimates[("k4", "max", 0)] = {1: 1.0, 2: 2.0}  # One seed: no agreement to report.
   # Pairs (0, 1), (0, 2), (1, 2): tau 1, -1, -1.
   assert analyse.seed_agreement(estimates) == {"k1:assigned": round(-1 / 3, 3)}
+
+
+def test_the_rule_compares_rounded_means_and_breaks_equal_regrets_by_tau():
+  def row(name, tau, regret):
+    return {"estimator": name, "mean_tau": tau, "mean_regret": regret}
+  # Regrets equal in decimals but not in floats (1.12 + 1.13666667 vs 1.09 + 1.16666667):
+  # the higher tau wins, not the rounding.
+  a = row("a", 0.45, (1.09 + 1.16666667) / 2)
+  b = row("b", 0.44, (1.12 + 1.13666667) / 2)
+  assert a["mean_regret"] != b["mean_regret"]
+  assert choose_estimator.choice([a, b]) == "a"
+  # Exactly TIE below the best is tied (the boundary included), and its lower regret wins.
+  assert choose_estimator.choice([row("a", 0.224, 1.5), row("b", 0.204, 1.0)]) == "b"
+  assert choose_estimator.choice([row("a", 0.224, 1.5), row("b", 0.203, 1.0)]) == "a"

@@ -5,7 +5,10 @@ weight sets of the methods named by --methods (by default the paper's: ours `k4`
 PyTorch oracle's `oracle_k4`; `k4lr` is K=4 with one epoch of learning-rate warm-up) and
 prints, per estimator, Kendall tau and regret against the stand-alone accuracies: mean,
 worst and per run. The rule it applies (fixed before the 15-epoch oracle run was in): the
-highest mean tau; among the estimators within TIE of it, the lowest mean regret.
+highest mean tau; among the estimators within TIE of it, the lowest mean regret. Means are
+compared rounded (ROUND decimals), so sums in another order cannot decide; where regrets are
+then equal, the higher mean tau wins (a tie-break the rule did not state: it decided the
+rule's first outcome, `mean` over `centered`, and is printed since 2026-12-07).
 
     python experiments/fidelity/choose_estimator.py \
         experiments/results/fidelity/oracle_10_epochs experiments/results/fidelity/cpu_15_epochs \
@@ -21,6 +24,8 @@ import sys
 PAPER_METHODS = "k4,oracle_k4"
 # Mean taus closer than this are a tie (one seed moves a tau by more).
 TIE = 0.02
+# Decimals of the means the rule compares: regrets are differences of 8-decimal percents.
+ROUND = 6
 
 
 def pooled(studies: list[str], methods: tuple[str, ...]) -> tuple[list[dict], list[str]]:
@@ -49,11 +54,17 @@ def pooled(studies: list[str], methods: tuple[str, ...]) -> tuple[list[dict], li
   return rows, names
 
 
+def tied(rows: list[dict]) -> list[dict]:
+  """The rows whose mean tau is within TIE of the highest (the boundary included)."""
+  best = round(max(r["mean_tau"] for r in rows), ROUND)
+  return [r for r in rows if round(r["mean_tau"], ROUND) >= round(best - TIE, ROUND)]
+
+
 def choice(rows: list[dict]) -> str:
-  """The highest mean tau; within TIE of it, the lowest mean regret."""
-  best = max(r["mean_tau"] for r in rows)
-  return min((r for r in rows if r["mean_tau"] >= best - TIE),
-             key=lambda r: r["mean_regret"])["estimator"]
+  """The highest mean tau; within TIE of it, the lowest mean regret; equal regrets (at
+  ROUND decimals), the higher mean tau."""
+  return min(tied(rows), key=lambda r: (round(r["mean_regret"], ROUND),
+                                        -r["mean_tau"]))["estimator"]
 
 
 def markdown(rows: list[dict], names: list[str]) -> str:
@@ -86,9 +97,16 @@ def main() -> int:
     print(f"error: no K > 1 run of the methods {','.join(methods)} in these studies "
           "(method = a run's name without its _sN)", file=sys.stderr)
     return 2
+  candidates = ", ".join(f"{r['estimator']} ({r['mean_tau']:.3f}, {r['mean_regret']:.2f})"
+                         for r in tied(rows))
   text = markdown(rows, names) + (f"\nchoice (highest mean tau; within {TIE} of it, the "
-                                   f"lowest mean regret): {choice(rows)}\n")
+                                   f"lowest mean regret; equal regrets, the higher tau): "
+                                   f"{choice(rows)}; tied in tau (mean tau, mean regret): "
+                                   f"{candidates}\n")
   print(text, end="")
+  if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+    print(f"error: --out {args.out}: its directory does not exist", file=sys.stderr)
+    return 2
   if args.out:
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
