@@ -40,7 +40,8 @@ def define_flags() -> None:
   flags.DEFINE_list("tuner", [], "KerasTuner work directories (mixnas_tf.tune), "
                     "comma-separated, compared like the searches.")
   flags.DEFINE_string("out", None, "Output directory of report.md and its PNGs.")
-  flags.DEFINE_string("space", "resnet20", "Search space of the configurations.")
+  flags.DEFINE_string("space", None, "Search space of the configurations (default: the "
+                      "searches' own, from their results.json).")
 
 
 def main(argv):

@@ -82,3 +82,23 @@ def test_report_without_ground_truth_and_errors(search_dir, tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith(
       f"error: {tmp_path} holds no finished search")
+
+
+def test_report_reads_the_searches_space_and_a_partial_final_evaluation(search_dir, tmp_path):
+  partial = tmp_path / "partial"
+  shutil.copytree(search_dir, partial)
+  results = json.loads((partial / "results.json").read_text())
+  assert results["space"] == "resnet20"
+  results["configs"][-1]["estimated_accuracy"] = None  # Left out (--final_eval=top:2).
+  (partial / "results.json").write_text(json.dumps(results))
+  text = open(report.build_report([str(partial)], str(tmp_path / "out"))).read()
+  assert "## Estimated accuracy per configuration" in text
+  with pytest.raises(errors.UsageError, match="--space=resnet18, but the searches are of "
+                     "resnet20; leave --space out"):
+    report.build_report([str(partial)], str(tmp_path / "out2"), space_name="resnet18")
+  other = tmp_path / "other"
+  shutil.copytree(search_dir, other)
+  results["space"] = "resnet18"
+  (other / "results.json").write_text(json.dumps(results))
+  with pytest.raises(errors.UsageError, match="different spaces .resnet18, resnet20."):
+    report.build_report([str(partial), str(other)], str(tmp_path / "out3"))

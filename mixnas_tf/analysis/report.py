@@ -54,7 +54,8 @@ class Search:
   @property
   def estimate(self) -> dict[int, float]:
     """Estimated accuracy in percent per reference number."""
-    return {r["index"]: 100.0 * r["estimated_accuracy"] for r in self.results["configs"]}
+    return {r["index"]: 100.0 * r["estimated_accuracy"] for r in self.results["configs"]
+            if r["estimated_accuracy"] is not None}  # None: left out of the final evaluation.
 
 
 def load_search(path: str, name: str | None = None) -> Search:
@@ -122,7 +123,7 @@ def _macs_by_index(searches: list[Search], truth_macs: dict | None) -> dict[int,
 
 
 def build_report(search_dirs: list[str], out: str, ground_truth: str | None = None,
-                 tuner_dirs: list[str] = (), space_name: str = "resnet20",
+                 tuner_dirs: list[str] = (), space_name: str | None = None,
                  command: str | None = None) -> str:
   """Writes OUT/report.md and its plots; returns the report's path.
 
@@ -131,7 +132,8 @@ def build_report(search_dirs: list[str], out: str, ground_truth: str | None = No
     out: output directory.
     ground_truth: FILE[:COLUMN] of true accuracies (mixnas_tf.rank sources).
     tuner_dirs: mixnas_tf.tune work directories.
-    space_name: the search space of the reference numbers.
+    space_name: the search space of the reference numbers; None: the searches' own
+      (`results.json`'s `space`), which must then be one.
     command: the command line, quoted in the report.
 
   Raises:
@@ -139,8 +141,17 @@ def build_report(search_dirs: list[str], out: str, ground_truth: str | None = No
   """
   if not search_dirs:
     raise errors.UsageError("--search needs at least one search work directory")
-  space = spaces.get_space(space_name)
   searches = [load_search(p, n) for p, n in zip(search_dirs, _unique_names(search_dirs))]
+  searched_spaces = {s.results.get("space", "resnet20") for s in searches}
+  if space_name is None:
+    if len(searched_spaces) > 1:
+      raise errors.UsageError(f"the searches are of different spaces "
+                              f"({', '.join(sorted(searched_spaces))}); report them apart")
+    space_name = searched_spaces.pop()
+  elif searched_spaces != {space_name}:
+    raise errors.UsageError(f"--space={space_name}, but the searches are of "
+                            f"{', '.join(sorted(searched_spaces))}; leave --space out")
+  space = spaces.get_space(space_name)
   tuners = []  # (name, accuracies, tune_results.json or None for a bare KerasTuner project)
   for p, n in zip(tuner_dirs, _unique_names(list(tuner_dirs))):
     tuner = sources.read(p, space)
