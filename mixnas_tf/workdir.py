@@ -155,8 +155,8 @@ def fsync_directory(directory: str) -> None:
 
 
 def fsync_files(paths) -> None:
-  """Flushes files written by another library (TensorFlow's checkpoint writer closes
-  its files without syncing them) to the disk."""
+  """Flushes files written by another library to the disk (that TensorFlow's checkpoint
+  writer does not sync them is a reviewer's reading, not measured here)."""
   for path in paths:
     fd = os.open(path, os.O_RDONLY)
     try:
