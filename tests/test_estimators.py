@@ -74,6 +74,15 @@ def test_auto_resolves_to_centered_only_with_every_pair_and_several_sets():
     assert estimators.resolve(name, all_pairs=False, num_models=4) == name
 
 
+def test_auto_under_a_per_set_budget_is_its_own_choice(monkeypatch):
+  monkeypatch.setattr(estimators, "AUTO_PER_SET", "mean")
+  assert estimators.resolve("auto", True, 4, budget="per_set") == "mean"
+  assert estimators.resolve("auto", True, 4, budget="total") == estimators.AUTO_ALL_PAIRS
+  assert estimators.resolve("auto", False, 4, budget="per_set") == "assigned"
+  assert estimators.resolve("auto", True, 1, budget="per_set") == "assigned"
+  assert estimators.resolve("max", True, 4, budget="per_set") == "max"
+
+
 def test_an_estimate_of_zero_ranks_by_itself_not_by_its_score():
   from mixnas_tf import spaces
   from mixnas_tf.methods import evaluate

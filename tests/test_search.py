@@ -13,6 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from mixnas_tf import errors
+from mixnas_tf.methods import estimators
 from mixnas_tf.methods import mixture
 from mixnas_tf.methods import search
 
@@ -176,21 +177,26 @@ def test_run_epochs_of_each_budget():
           for b in search.BUDGETS for k in (1, 4)] == [20, 20, 20, 80]
 
 
-def test_a_per_set_budget_trains_k_times_the_epochs(tiny_folder, tmp_path):
+def test_a_per_set_budget_trains_k_times_the_epochs(tiny_folder, tmp_path, monkeypatch):
   """K=2, --epochs=1 --warmup_epochs=1, --budget=per_set: two epochs of steps, the
   temperature reaching its maximum in the second, the warm-up spanning both (each set's
   one epoch of steps) and the cosine reaching its floor at the end of the second."""
+  # "auto" takes the per-set budget's own estimator (set here apart from the other's).
+  monkeypatch.setattr(estimators, "AUTO_PER_SET", "weighted")
+  monkeypatch.setattr(estimators, "AUTO_ALL_PAIRS", "max")
   cfg = _cfg(tiny_folder, epochs=1, budget="per_set", warmup_epochs=1, max_temperature=7.0)
   results = search.run_search(cfg, str(tmp_path / "run"))
   history = _read(str(tmp_path / "run"), "state.json")["history"]
   steps = _read(str(tmp_path / "run"), "search_space.json")["split"]["steps_per_epoch"]
-  assert _read(str(tmp_path / "run"), "flags.json")["budget"] == "per_set"
+  flags_used = _read(str(tmp_path / "run"), "flags.json")
+  assert (flags_used["budget"], flags_used["estimate"]) == ("per_set", "weighted")
   assert [h["search/temperature"] for h in history] == [1.0, 7.0]
   assert sum(results["model_steps"]) == 2 * steps
   assert cfg.optim(steps).warmup_steps == 2 * steps
   # The same run as --epochs=2 --warmup_epochs=2 with the run's budget: the same decisions,
   # learning rates and losses.
-  total_cfg = dataclasses.replace(cfg, epochs=2, warmup_epochs=2, budget="total")
+  total_cfg = dataclasses.replace(cfg, epochs=2, warmup_epochs=2, budget="total",
+                                  estimate="weighted")
   total = search.run_search(total_cfg, str(tmp_path / "total"))
   assert total["model_steps"] == results["model_steps"]
   assert total["ranking"] == results["ranking"]

@@ -24,7 +24,7 @@ The estimators (pure numpy, in one registry):
 (`--final_eval=all_pairs`). With K = 1 every estimator equals "assigned" up to a constant.
 
 The default, "auto" (`resolve`), is "centered" when every pair is evaluated and K > 1, and
-"assigned" otherwise. Chosen by measurement, by a rule fixed before the last run was in
+"assigned" otherwise. Under --budget=per_set it is AUTO_PER_SET, chosen apart (below). Chosen by measurement, by a rule fixed before the last run was in
 (experiments/fidelity/choose_estimator.py: the highest mean Kendall tau, ties within 0.02
 to the lower mean regret), over the four K = 4 searches the defaults run (one epoch of
 learning-rate warm-up; 15 epochs on 15k / 5k images and 20 epochs on the full 25k / 25k,
@@ -40,8 +40,11 @@ import numpy as np
 
 NEEDS_ALL_PAIRS = ("mean", "centered", "weighted")
 AUTO = "auto"
-# What "auto" is when every (configuration, set) pair is evaluated and K > 1.
+# What "auto" is when every (configuration, set) pair is evaluated and K > 1: at
+# --budget=total (the weight sets share K = 1's compute) and at --budget=per_set (each set
+# gets K = 1's compute; chosen apart, by the rule in experiments/fidelity/README.md).
 AUTO_ALL_PAIRS = "centered"
+AUTO_PER_SET = "centered"
 
 
 def _assigned(accuracy: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -88,12 +91,15 @@ ESTIMATORS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def resolve(name: str, all_pairs: bool, num_models: int) -> str:
-  """The estimator a search uses: `name`, or for "auto" AUTO_ALL_PAIRS when every
-  (configuration, set) pair is evaluated and there are several sets, else "assigned"."""
+def resolve(name: str, all_pairs: bool, num_models: int, budget: str = "total") -> str:
+  """The estimator a search uses: `name`, or for "auto", when every (configuration, set)
+  pair is evaluated and there are several sets, AUTO_PER_SET under `budget` "per_set" and
+  AUTO_ALL_PAIRS otherwise; "assigned" when pairs are missing or K = 1."""
   if name != AUTO:
     return name
-  return AUTO_ALL_PAIRS if all_pairs and num_models > 1 else "assigned"
+  if not all_pairs or num_models < 2:
+    return "assigned"
+  return AUTO_PER_SET if budget == "per_set" else AUTO_ALL_PAIRS
 
 
 def estimate(name: str, accuracy, probs) -> np.ndarray:

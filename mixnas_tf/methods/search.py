@@ -240,7 +240,7 @@ def run_search(cfg: SearchConfig, workdir: str,
   cfg = dataclasses.replace(cfg, dataset=data_lib.canonical_spec(cfg.dataset))
   space, configs = validate(cfg)
   cfg = dataclasses.replace(cfg, estimate=estimators.resolve(
-      cfg.estimate, evaluates_all_pairs(cfg), cfg.num_models))
+      cfg.estimate, evaluates_all_pairs(cfg), cfg.num_models, cfg.budget))
   strategy = distribute.make(cfg.strategy)
   distribute.check_batch(strategy, batch_size=cfg.batch_size,
                          eval_batch_size=cfg.eval_batch_size)
