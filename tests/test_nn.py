@@ -276,3 +276,19 @@ def test_zero_init_residual_in_the_larger_spaces_only():
   assert np.all(r18.blocks[0].bn1.gamma.numpy() == 1)
   r20 = network.SwitchableResNet(configs=[DEFAULT])
   assert np.all(r20.blocks[0].bn2.gamma.numpy() == 1)
+
+
+def test_a_network_learning_channel_importance_starts_every_scale_at_one():
+  # The width search's l1 on the BatchNorm scales ranks every channel by one threshold:
+  # zero-initialised last scales would start the residual streams below the inner units.
+  code = (0, 0, 0, 1, 0, 1, 0, 1, 0)
+  r18 = network.SwitchableResNet(space="resnet18", configs=[code], gamma_l1=1e-4)
+  for block in r18.blocks:
+    assert np.all(block.bn2.gamma.numpy() == 1)
+  r50_space = spaces.get_space("resnet50")
+  r50 = network.SwitchableResNet(space="resnet50",
+                                 configs=[spaces.from_stages(r50_space, r50_space.default)],
+                                 num_classes=10, image_size=32, gamma_l1=1e-4)
+  assert np.all(r50.blocks[0].bn3.gamma.numpy() == 1)
+  rebuilt = network.SwitchableResNet.from_config(r18.get_config())
+  assert np.all(rebuilt.blocks[0].bn2.gamma.numpy() == 1)

@@ -163,7 +163,11 @@ class SwitchableResNet(keras.Model):
     self.stem = blocks_lib.Stem(widths[0], space_.stem_for(self.image_size),
                                 batchnorm=batchnorm, name="stem", **k)
     block_cls = blocks_lib.BLOCKS[space_.block]
-    zero_init = space_.zero_init_residual and batchnorm == "standard"
+    # A network that learns channel importance from its BatchNorm scales (gamma_l1 > 0,
+    # the width search) starts every scale at 1: its global threshold then compares
+    # residual-stream and inner channels from the same start (the network slimming
+    # protocol), where zero-initialised last scales would put the streams below.
+    zero_init = space_.zero_init_residual and batchnorm == "standard" and not self.gamma_l1
     self.blocks = [
         block_cls(
             widths[i - 1], widths[i], downsample=downsample,
