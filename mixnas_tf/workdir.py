@@ -11,6 +11,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any
 
 from mixnas_tf import errors
@@ -273,12 +274,27 @@ def prepare(workdir: str, flags: dict[str, Any], ignore: frozenset[str] = frozen
           f"work directory {workdir} holds a run started with different flags: "
           f"{'; '.join(conflicts[:4])}{' ...' if len(conflicts) > 4 else ''}; "
           "use a new --workdir or the same flags to resume")
+    _record_sitting(workdir, {k: flags[k] for k in sorted(ignore) if k in flags})
     return True
   for name, obj in (extra or {}).items():
     atomic_write_json(os.path.join(workdir, name), obj)
   atomic_write_json(os.path.join(workdir, "environment.json"), environment())
   atomic_write_json(path, flags)
   return False
+
+
+SITTINGS = "sittings.json"
+
+
+def _record_sitting(workdir: str, resumable: dict[str, Any]) -> None:
+  """Appends this sitting to WORKDIR/sittings.json (every start on an existing run): when, the values of the
+  flags that may change on resume (flags.json keeps the first sitting's) and the versions
+  and devices it runs with (environment.json keeps the first sitting's)."""
+  path = os.path.join(workdir, SITTINGS)
+  sittings = read_json(path) if os.path.exists(path) else []
+  sittings.append({"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   "flags": resumable, "environment": environment()})
+  atomic_write_json(path, sittings)
 
 
 def check_dataset(workdir: str, name: str, dataset: str, fingerprint: str | None,

@@ -58,6 +58,24 @@ def test_the_lock_is_reentrant_and_released(tmp_path):
   assert workdir not in workdir_lib._HELD  # pylint: disable=protected-access
 
 
+def test_each_start_on_a_run_records_its_resumable_flags_and_environment(tmp_path):
+  workdir = str(tmp_path / "w")
+  ignore = frozenset({"log_every", "progress"})
+  with workdir_lib.held(workdir):
+    assert not workdir_lib.prepare(workdir, {"a": 1, "log_every": 10}, ignore=ignore)
+    assert not os.path.exists(os.path.join(workdir, workdir_lib.SITTINGS))
+    assert workdir_lib.prepare(workdir, {"a": 1, "log_every": 50}, ignore=ignore)
+    assert workdir_lib.prepare(workdir, {"a": 1, "log_every": 7, "progress": False},
+                               ignore=ignore)
+  sittings = workdir_lib.read_json(os.path.join(workdir, workdir_lib.SITTINGS))
+  assert [s["flags"] for s in sittings] == [{"log_every": 50},
+                                            {"log_every": 7, "progress": False}]
+  assert all(s["environment"]["tensorflow"] and s["started_utc"].endswith("Z")
+             for s in sittings)
+  # flags.json keeps the first sitting's values.
+  assert workdir_lib.read_json(os.path.join(workdir, "flags.json"))["log_every"] == 10
+
+
 def test_a_filesystem_without_locks_is_named_as_such(tmp_path, monkeypatch):
   def no_locks(handle, operation):
     raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
