@@ -72,7 +72,8 @@ flags.DEFINE_enum("estimate", _D.estimate, list(search.ESTIMATES), "How a config
                   "assigned set's accuracy with the set's overall advantage removed "
                   "(centered, weighted); see mixnas_tf/methods/estimators.py. mean, centered "
                   "and weighted need --final_eval=all_pairs. auto: centered when every pair is "
-                  "evaluated and K > 1 (the best measured, README), else assigned.")
+                  "evaluated and K > 1 (the best measured, README; under --budget=per_set "
+                  "estimators.AUTO_PER_SET), else assigned; a resumed run keeps its own.")
 cli.define_run_flags(_D)
 flags.DEFINE_integer("max_live_programs", _D.max_live_programs, "Compiled step programs (one "
                      "per configuration) kept alive per step kind; the least recently used "

@@ -287,11 +287,24 @@ SITTINGS = "sittings.json"
 
 
 def _record_sitting(workdir: str, resumable: dict[str, Any]) -> None:
-  """Appends this sitting to WORKDIR/sittings.json (every start on an existing run): when, the values of the
-  flags that may change on resume (flags.json keeps the first sitting's) and the versions
-  and devices it runs with (environment.json keeps the first sitting's)."""
+  """Appends this start on an existing run (a resume, or a reopening of a finished one) to
+  WORKDIR/sittings.json: when, the values of the flags that may change on resume
+  (flags.json keeps the first sitting's) and the versions and devices it runs with
+  (environment.json keeps the first sitting's). An unreadable log is set aside."""
   path = os.path.join(workdir, SITTINGS)
-  sittings = read_json(path) if os.path.exists(path) else []
+  sittings, problem = [], None
+  if os.path.exists(path):
+    try:
+      sittings = read_json(path)
+    except (OSError, ValueError) as e:
+      problem = f"unreadable ({e})"
+    else:
+      problem = None if isinstance(sittings, list) else "not a list"
+    if problem:
+      # A log must not stop a resume: keep the bad file aside and start a new one.
+      os.replace(path, path + ".bad")
+      print(f"warning: {path} was {problem}; kept as {SITTINGS}.bad", file=sys.stderr)
+      sittings = []
   sittings.append({"started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                    "flags": resumable, "environment": environment()})
   atomic_write_json(path, sittings)

@@ -177,6 +177,22 @@ def test_run_epochs_of_each_budget():
           for b in search.BUDGETS for k in (1, 4)] == [20, 20, 20, 80]
 
 
+def test_a_run_started_under_auto_keeps_its_estimator(tmp_path, monkeypatch):
+  # A later version may resolve "auto" otherwise: the run's own flags.json decides, so
+  # its resume is not refused as a change of flags.
+  monkeypatch.setattr(estimators, "AUTO_PER_SET", "max")
+  cfg = search.SearchConfig(num_models=4, budget="per_set")
+  workdir = tmp_path / "run"
+  assert search.resolve_estimate(cfg, str(workdir)) == "max"  # A new run: this version's.
+  workdir.mkdir()
+  (workdir / "flags.json").write_text(json.dumps({"estimate": "centered"}))
+  assert search.resolve_estimate(cfg, str(workdir)) == "centered"
+  named = dataclasses.replace(cfg, estimate="mean")  # A named estimator is checked as before.
+  assert search.resolve_estimate(named, str(workdir)) == "mean"
+  (workdir / "flags.json").write_text("{")  # Unreadable: left to workdir.prepare to name.
+  assert search.resolve_estimate(cfg, str(workdir)) == "max"
+
+
 def test_a_per_set_budget_trains_k_times_the_epochs(tiny_folder, tmp_path, monkeypatch):
   """K=2, --epochs=1 --warmup_epochs=1, --budget=per_set: two epochs of steps, the
   temperature reaching its maximum in the second, the warm-up spanning both (each set's

@@ -74,6 +74,19 @@ def test_each_start_on_a_run_records_its_resumable_flags_and_environment(tmp_pat
              for s in sittings)
   # flags.json keeps the first sitting's values.
   assert workdir_lib.read_json(os.path.join(workdir, "flags.json"))["log_every"] == 10
+  # A damaged log is set aside, not a reason to refuse the resume.
+  path = os.path.join(workdir, workdir_lib.SITTINGS)
+  with open(path, "w") as f:
+    f.write('[{"started_utc": ')
+  with workdir_lib.held(workdir):
+    assert workdir_lib.prepare(workdir, {"a": 1, "log_every": 3}, ignore=ignore)
+  assert [s["flags"] for s in workdir_lib.read_json(path)] == [{"log_every": 3}]
+  with open(path + ".bad") as f:
+    assert f.read() == '[{"started_utc": '
+  # A refused start (other flags) leaves the log as it was.
+  with pytest.raises(errors.UsageError, match="different flags"):
+    workdir_lib.prepare(workdir, {"a": 2, "log_every": 3}, ignore=ignore)
+  assert len(workdir_lib.read_json(path)) == 1
 
 
 def test_a_filesystem_without_locks_is_named_as_such(tmp_path, monkeypatch):

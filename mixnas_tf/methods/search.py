@@ -115,6 +115,26 @@ def evaluates_all_pairs(cfg: SearchConfig) -> bool:
   return evaluate.parse_final_eval(cfg.final_eval).pairs == "all_pairs"
 
 
+def resolve_estimate(cfg: SearchConfig, workdir: str) -> str:
+  """`cfg.estimate` with "auto" resolved (estimators.resolve). A run in `workdir` that
+  started under "auto" keeps the estimator its flags.json recorded, so that a later
+  version's choice for "auto" does not refuse its resume."""
+  resolved = estimators.resolve(cfg.estimate, evaluates_all_pairs(cfg), cfg.num_models,
+                                cfg.budget)
+  path = os.path.join(workdir, "flags.json")
+  if cfg.estimate != estimators.AUTO or not os.path.exists(path):
+    return resolved
+  try:
+    saved = workdir_lib.read_json(path).get("estimate")
+  except (OSError, ValueError, AttributeError):
+    return resolved  # workdir.prepare names what is wrong with it.
+  if saved in estimators.ESTIMATORS and saved != resolved:
+    logging.info("--estimate=auto: keeping %s, the estimator this run started with "
+                 "(auto is %s in this version)", saved, resolved)
+    return saved
+  return resolved
+
+
 def validate(cfg: SearchConfig) -> tuple[spaces.SearchSpace, tuple[spaces.Config, ...]]:
   """Checks what can be checked without data; returns the space and the configurations."""
   space = spaces.get_space(cfg.space)
@@ -239,11 +259,11 @@ def run_search(cfg: SearchConfig, workdir: str,
   (distribute.run_workdir)."""
   cfg = dataclasses.replace(cfg, dataset=data_lib.canonical_spec(cfg.dataset))
   space, configs = validate(cfg)
-  cfg = dataclasses.replace(cfg, estimate=estimators.resolve(
-      cfg.estimate, evaluates_all_pairs(cfg), cfg.num_models, cfg.budget))
   strategy = distribute.make(cfg.strategy)
   distribute.check_batch(strategy, batch_size=cfg.batch_size,
                          eval_batch_size=cfg.eval_batch_size)
+  # Every worker resolves "auto" against the chief's (the user's) directory.
+  cfg = dataclasses.replace(cfg, estimate=resolve_estimate(cfg, workdir))
   return _held_search(cfg, distribute.run_workdir(strategy, workdir), space, configs,
                       strategy, after_step)
 
