@@ -291,15 +291,16 @@ def compare_with_one_set(rows, estimates, truth) -> list[dict]:
 
 
 def plot_estimates(runs, truth, path):
-  """Estimated (assigned: the paper's; mean; centered: the default for K > 1) against true
-  accuracy, one panel per run (4 a row)."""
+  """Estimated (assigned: the paper's; mean; centered: the default for K > 1 at
+  --budget=total; max) against true accuracy, one panel per run (4 a row)."""
   names = list(runs)
   cols = min(len(names), 4)
   rows = -(-len(names) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 4.0 * rows), squeeze=False)
   for ax in axes.flat[len(names):]:
     ax.set_visible(False)
-  colors = {"assigned": "tab:blue", "mean": "tab:orange", "centered": "tab:green"}
+  colors = {"assigned": "tab:blue", "mean": "tab:orange", "centered": "tab:green",
+            "max": "tab:red"}
   for ax, name in zip(axes.flat, names):
     run = runs[name]
     true = [truth[i] for i in run["indices"]]
@@ -310,7 +311,8 @@ def plot_estimates(runs, truth, path):
       values = 100 * estimators.estimate(estimator, run["accuracy"], run["probs"])
       taus.append(f"{estimator} {stats.kendalltau(true, values).statistic:.2f}")
       ax.scatter(true, values, s=12, color=color, alpha=0.8, label=estimator)
-    ax.set_title(f"{name}\nKendall tau: {', '.join(taus)}", fontsize=9)
+    lines = [", ".join(taus[i:i + 2]) for i in range(0, len(taus), 2)]  # Two a line.
+    ax.set_title(f"{name}, Kendall tau:\n" + "\n".join(lines), fontsize=9)
     ax.set_xlabel("stand-alone accuracy (reference, %)", fontsize=9)
     ax.set_ylabel("SuperNet estimate (%)", fontsize=9)
     ax.tick_params(labelsize=8)
