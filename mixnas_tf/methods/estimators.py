@@ -27,8 +27,8 @@ The default, "auto" (`resolve`), is "centered" when every pair is evaluated and 
 "assigned" otherwise. Under --budget=per_set (each weight set trained as long as one
 SuperNet) the sets specialise more and the case of every pair evaluated and K > 1 is
 AUTO_PER_SET, chosen apart by its own rule (experiments/fidelity/README.md). The choice
-below is that of --budget=total. Chosen by measurement, by a rule fixed before the last run was in
-(experiments/fidelity/choose_estimator.py: the highest mean Kendall tau, ties within 0.02
+below is that of --budget=total. Chosen by measurement, by a rule fixed before the last
+run was in (experiments/fidelity/choose_estimator.py: the highest mean Kendall tau, ties within 0.02
 to the lower mean regret), over the four K = 4 searches the defaults run (one epoch of
 learning-rate warm-up; 15 epochs on 15k / 5k images and 20 epochs on the full 25k / 25k,
 seeds 0 and 1; experiments/results/fidelity/estimator_choice_defaults.md): "weighted" mean
