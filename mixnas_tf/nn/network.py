@@ -165,8 +165,8 @@ class SwitchableResNet(keras.Model):
     block_cls = blocks_lib.BLOCKS[space_.block]
     # A network that learns channel importance from its BatchNorm scales (gamma_l1 > 0,
     # the width search) starts every scale at 1: its global threshold then compares
-    # residual-stream and inner channels from the same start (the network slimming
-    # protocol), where zero-initialised last scales would put the streams below.
+    # residual-stream and inner channels from the same start, where zero-initialised last
+    # scales would put the streams below.
     zero_init = space_.zero_init_residual and batchnorm == "standard" and not self.gamma_l1
     self.blocks = [
         block_cls(
